@@ -1,0 +1,319 @@
+"""The `pipeline` command: extract, status, list, config, verify, inspect, demo-corpus."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+from .registry import UnknownName
+from .stage import ConfigError
+from .store import default_cache_dir
+
+
+class UsageError(Exception):
+    """A bad command line: reported before any work, exit status 2."""
+
+
+def main(argv=None):
+    from .api import NotInCache
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (UsageError, UnknownName, ConfigError, FileNotFoundError, NotInCache) as e:
+        print(f"pipeline: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pipeline: interrupted; finished batches are kept", file=sys.stderr)
+        return 130
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("extract", help="compute missing features into the cache")
+    _selection_args(e)
+    e.add_argument("--workers", type=int, help="local Dask workers (default: one per core)")
+    e.add_argument("--scheduler", help="address of an existing Dask scheduler, or 'sync' to run in-process")
+    e.add_argument("--batch", type=int, help="items per task (default: per stage)")
+    e.add_argument("--retry-failed", action="store_true", help="recompute items that failed before")
+    e.add_argument("--strict", action="store_true", help="exit 1 when any item failed")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("status", help="per stage: up to date / stale / missing / failed")
+    _selection_args(s)
+    s.add_argument("--errors", action="store_true", help="list every failed item with its message")
+    s.set_defaults(func=cmd_status)
+
+    ls = sub.add_parser("list", help="corpora, stages and named configurations")
+    ls.set_defaults(func=cmd_list)
+
+    c = sub.add_parser("config", help="a stage's options and defaults, as TOML")
+    c.add_argument("stage")
+    c.set_defaults(func=cmd_config)
+
+    v = sub.add_parser("verify", help="re-hash every shard; name any corrupt or missing one")
+    v.add_argument("--cache", default=default_cache_dir())
+    v.add_argument("--fix", action="store_true", help="forget bad shards so the next extract recomputes them")
+    v.set_defaults(func=cmd_verify)
+
+    i = sub.add_parser("inspect", help="print (and plot) one item's stage output")
+    i.add_argument("item")
+    i.add_argument("--stage", required=True)
+    i.add_argument("--cache", default=default_cache_dir())
+    i.add_argument("--dataset")
+    i.add_argument("--png", help="write a plot of the arrays to this file")
+    i.set_defaults(func=cmd_inspect)
+
+    d = sub.add_parser("demo-corpus", help="write a synthetic corpus in a real corpus layout")
+    d.add_argument("--out", required=True)
+    d.add_argument("--layout", default="iemocap")
+    d.add_argument("--size", default="small", choices=["small", "full"])
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quirks", action="store_true", help="add the bad-input cases (truncated wav...)")
+    d.add_argument("--utterances-per-speaker", type=int)
+    d.add_argument("--no-video", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def _selection_args(p):
+    p.add_argument("--dataset", help="corpus reader name (default: the one the cache holds)")
+    p.add_argument("--root", help="corpus folder (default: the one recorded in the cache)")
+    p.add_argument("--cache", default=default_cache_dir(), help="cache folder (default ./.emocache or $EMOCACHE_DIR)")
+    p.add_argument("--stages", help="comma-separated stage specs, e.g. fbank,mfcc@tsin")
+    p.add_argument("--for", dest="for_head", help="the stages a head needs (manifests/<head>.toml)")
+    p.add_argument("--config", help="TOML file: `stages = [...]` and a table of options per stage")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
+
+
+# --- selection: specs, dataset, items ---------------------------------------
+
+def _specs(args):
+    from .graph import default_labels, parse_set, resolve
+    from .presets import head_stage_lists
+    file_cfg = _read_config_file(args.config) if args.config else {}
+    labels = _labels(args, file_cfg, head_stage_lists, default_labels)
+    overrides = {k: v for k, v in file_cfg.items() if isinstance(v, dict)}
+    for label, values in parse_set(args.set).items():
+        overrides.setdefault(label, {}).update(values)
+    return resolve(labels, overrides)
+
+
+def _labels(args, file_cfg, head_lists, default_labels):
+    if args.stages:
+        return [s.strip() for s in args.stages.split(",") if s.strip()]
+    if args.for_head:
+        lists = head_lists()
+        if args.for_head not in lists:
+            raise UsageError(f"--for {args.for_head}: no stage list for that head "
+                             f"(known: {', '.join(sorted(lists)) or 'none'})")
+        return lists[args.for_head]
+    return list(file_cfg.get("stages") or default_labels())
+
+
+def _read_config_file(path):
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"--config {path}: not valid TOML: {e}") from None
+
+
+def _dataset_and_root(args, index):
+    known = index.datasets()
+    dataset = args.dataset
+    if dataset is None:
+        if len(known) != 1:
+            raise UsageError("--dataset is required" + (f" (the cache holds {', '.join(known)})" if known else ""))
+        dataset = next(iter(known))
+    root = args.root or known.get(dataset, {}).get("root")
+    if root is None:
+        raise UsageError(f"--root is required: the cache has no recorded root for {dataset}")
+    if not os.path.exists(root):
+        raise UsageError(f"corpus root {root} does not exist")
+    return dataset, os.path.abspath(root)
+
+
+def _read_items(dataset, root):
+    from .corpora import read_corpus
+    try:
+        return read_corpus(dataset, root)
+    except (OSError, ValueError) as e:
+        if isinstance(e, UnknownName):
+            raise
+        raise UsageError(f"reading {dataset} at {root}: {e}") from None
+
+
+# --- commands ---------------------------------------------------------------
+
+def cmd_extract(args):
+    from .corpora import load_all
+    from .plan import extract, record_dataset
+    from .runner import make_executor
+    from .store import Index
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if args.batch is not None and args.batch < 1:
+        raise UsageError("--batch must be >= 1")
+    specs = _specs(args)
+    if args.dataset:
+        load_all().get_or_fail(args.dataset)
+    with _locked(args.cache):
+        index = Index(args.cache)
+        dataset, root = _dataset_and_root(args, index)
+        items = _read_items(dataset, root)
+        _print_warnings(items)
+        record_dataset(index, args.cache, dataset, root, {}, items)
+        tallies, seconds = extract(args.cache, dataset, items, specs,
+                                   lambda: make_executor(args.workers, args.scheduler),
+                                   retry_failed=args.retry_failed, batch_size=args.batch,
+                                   progress=not args.quiet and sys.stderr.isatty())
+    _print_summary(dataset, len(items), tallies, seconds)
+    failed = sum(t.failed + t.failed_before for t in tallies.values())
+    return 1 if args.strict and failed else 0
+
+
+def _locked(cache_dir):
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def lock():
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(cache_dir) / "lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"another `pipeline extract` is running on {cache_dir}") from None
+            yield
+    return lock()
+
+
+def _print_warnings(items):
+    warned = [(it.id, w) for it in items for w in it.warnings]
+    for item_id, w in warned[:10]:
+        print(f"warning: {item_id}: {w}", file=sys.stderr)
+    if len(warned) > 10:
+        print(f"warning: ... and {len(warned) - 10} more reader warnings", file=sys.stderr)
+
+
+def _print_summary(dataset, n_items, tallies, seconds):
+    print(f"\n{dataset}: {n_items} items, {seconds:.1f} s")
+    print(f"{'stage':<22}{'computed':>9}{'reused':>9}{'failed':>9}{'skipped':>9}{'seconds':>9}")
+    for label, t in tallies.items():
+        failed = f"{t.failed}" + (f"+{t.failed_before}" if t.failed_before else "")
+        print(f"{label:<22}{t.computed:>9}{t.reused:>9}{failed:>9}{t.skipped:>9}{t.seconds:>9.1f}")
+    for label, t in tallies.items():
+        msgs = t.messages + getattr(t, "cached_errors", [])
+        for item_id, msg in msgs[:10]:
+            print(f"  {label}: {item_id}: {msg}")
+        if len(msgs) > 10:
+            print(f"  {label}: ... {len(msgs) - 10} more (pipeline status --errors)")
+    if any(t.failed_before for t in tallies.values()):
+        print("(failed: new+earlier; earlier failures are not retried unless --retry-failed or the input changes)")
+
+
+def cmd_status(args):
+    from .api import Cache
+    from .plan import record_dataset
+    cache = Cache(args.cache)
+    specs = _specs(args)
+    dataset, root = _dataset_and_root(args, cache.index)
+    items = _read_items(dataset, root)
+    record_dataset(cache.index, args.cache, dataset, root, {}, items)
+    cache._items.pop(dataset, None)
+    print(f"{dataset} at {root}: {len(items)} items")
+    print(f"{'stage':<22}{'state':<12}{'current':>9}{'stale':>9}{'missing':>9}{'failed':>9}")
+    for spec in specs:
+        st = cache.status(spec.label, dataset)
+        n = {k: len(st[k]) for k in ("up to date", "stale", "missing", "failed")}
+        state = "up to date" if n["up to date"] + n["failed"] == len(items) else \
+            "stale" if n["stale"] else "missing"
+        print(f"{spec.label:<22}{state:<12}{n['up to date']:>9}{n['stale']:>9}{n['missing']:>9}{n['failed']:>9}")
+        if args.errors:
+            for item_id, msg in st["errors"].items():
+                print(f"  {item_id}: {msg}")
+
+
+def cmd_list(args):
+    from .corpora import load_all as corpora
+    from .demo import DEMO_LAYOUTS
+    from .presets import head_stage_lists, named_configs
+    from .stages import load_all as stages
+    print("corpora:", ", ".join(sorted(corpora())))
+    print("demo layouts:", ", ".join(sorted(DEMO_LAYOUTS)))
+    print("stages:")
+    for name, cls in sorted(stages().items()):
+        print(f"  {name:<14} v{cls.version:<4} reads {','.join(cls.reads) or '-':<12} "
+              f"{(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else sys.modules[cls.__module__].__doc__.strip().splitlines()[0]}")
+    print("named configurations:", ", ".join(sorted(named_configs())) or "none")
+    print("stage lists (--for):", ", ".join(sorted(head_stage_lists())) or "none")
+
+
+def cmd_config(args):
+    import dataclasses
+    import tomli_w
+    from .stages import load_all
+    cls = load_all().get_or_fail(args.stage)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+    unset = [k for k, v in defaults.items() if v is None]
+    print(f"# {cls.name} v{cls.version}; options left out are None by default: {', '.join(unset) or 'none'}")
+    print(tomli_w.dumps({cls.name: {k: (list(v) if isinstance(v, tuple) else v)
+                                    for k, v in defaults.items() if v is not None}}), end="")
+
+
+def cmd_verify(args):
+    from .store import Index, verify
+    if not (Path(args.cache) / "index.sqlite").exists():
+        raise UsageError(f"no cache at {args.cache}")
+    report = verify(args.cache)
+    print(f"{len(report['ok'])} shards ok")
+    for kind in ("corrupt", "missing", "unindexed"):
+        for shard in report[kind]:
+            print(f"{kind}: {Path(args.cache) / shard}")
+    bad = report["corrupt"] + report["missing"]
+    if bad and args.fix:
+        index = Index(args.cache)
+        for shard in bad:
+            index.drop_shard(shard)
+            (Path(args.cache) / shard).unlink(missing_ok=True)
+        print(f"forgot {len(bad)} shard(s); the next extract recomputes their items")
+    return 1 if bad and not args.fix else 0
+
+
+def cmd_inspect(args):
+    from .api import Cache
+    cache = Cache(args.cache)
+    feats = cache.load(args.stage, [args.item], args.dataset, allow_stale=True)[args.item]
+    for name, arr in feats.arrays.items():
+        extra = ""
+        if name in feats.times and len(feats.times[name]):
+            t = feats.times[name]
+            extra = f", steps at {t[0]:.3f}..{t[-1]:.3f} s"
+        print(f"{name}: shape {tuple(arr.shape)} {arr.dtype}{extra}")
+    if feats.meta:
+        print("meta:", feats.meta)
+    if args.png:
+        from .plot import plot_features
+        plot_features(feats, f"{args.item} / {args.stage}", args.png)
+        print(f"wrote {args.png}")
+
+
+def cmd_demo(args):
+    from .demo import make_demo
+    opts = {"quirks": args.quirks}
+    if args.utterances_per_speaker:
+        opts["utterances_per_speaker"] = args.utterances_per_speaker
+    if args.no_video:
+        opts["video"] = False
+    make_demo(args.layout, args.out, size=args.size, seed=args.seed, **opts)
+    print(f"wrote a {args.size} {args.layout} demo corpus to {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

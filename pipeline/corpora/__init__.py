@@ -1,0 +1,24 @@
+"""Corpus readers: `read(root, **options) -> list[Item]`, registered by name.
+
+Readers never write into the corpus folder. Importing this package imports
+every reader module so the registry is complete.
+"""
+import pkgutil
+from importlib import import_module
+
+from ..registry import Registry
+
+CORPORA = Registry("corpus")
+
+
+
+def load_all():
+    # Every module in this package registers itself on import.
+    for info in pkgutil.iter_modules(__path__):
+        import_module(f"{__name__}.{info.name}")
+    return CORPORA
+
+
+def read_corpus(name, root, **options):
+    reader = load_all().get_or_fail(name)
+    return reader(root, **options)
