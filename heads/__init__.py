@@ -1,0 +1,1 @@
+"""Fusion heads trained on the emocache feature cache."""

@@ -1,0 +1,162 @@
+"""Stage specs, the dependency order, cache keys, and the plan of what is stale.
+
+key(spec, item) = blake2b(stage name, version, canonical config, stage
+identity (model digests), dataset and item id, a digest of each Item field
+the stage reads, keys of the upstream outputs it consumes).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from .presets import named_configs
+from .registry import UnknownName
+from .stage import ConfigError, make_config
+from .stages import load_all
+
+
+@dataclass
+class StageSpec:
+    label: str                 # "fbank" or "fbank@tsin"
+    stage: object              # the Stage instance
+    upstream: dict = field(default_factory=dict)   # role -> StageSpec
+
+    @property
+    def name(self):
+        return self.stage.name
+
+    @property
+    def config_json(self):
+        return canonical(asdict(self.stage.config))
+
+    @property
+    def config_id(self):
+        """Names the configuration (not the inputs): shards of one config share a folder."""
+        ident = canonical([self.name, self.stage.version, asdict(self.stage.config),
+                           self.stage.identity()])
+        return _digest(ident)[:16]
+
+    def describe(self):
+        return {"label": self.label, "stage": self.name, "version": self.stage.version,
+                "config": asdict(self.stage.config), "identity": self.stage.identity(),
+                "config_id": self.config_id}
+
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=list)
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def parse_set(pairs) -> dict:
+    """`--set stage.key=value` -> {stage label: {key: value}}; values parse as TOML."""
+    import tomllib
+    out = {}
+    for pair in pairs or ():
+        target, eq, raw = pair.partition("=")
+        label, dot, key = target.partition(".")
+        if not (eq and dot and key):
+            raise ConfigError(f"--set {pair!r}: expected STAGE.KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw   # a bare word: take it as a string
+        out.setdefault(label, {})[key] = value
+    return out
+
+
+def resolve(labels, overrides=None) -> list:
+    """Build the StageSpecs for `labels` plus everything they consume, in
+    dependency order. `overrides` maps a label (or a bare stage name, which
+    then applies to every spec of that stage) to option values."""
+    stages = load_all()
+    overrides = overrides or {}
+    _check_override_targets(overrides, stages)
+    built, order = {}, []
+
+    def build(label, chain=()):
+        if label in built:
+            return built[label]
+        if label in chain:
+            raise ConfigError(f"stage cycle: {' -> '.join(chain + (label,))}")
+        stage_name, _, preset = label.partition("@")
+        cls = stages.get_or_fail(stage_name)
+        values = {}
+        if preset:
+            known = named_configs()
+            if label not in known:
+                names = ", ".join(sorted(k for k in known if k.startswith(stage_name + "@"))) or "none"
+                raise UnknownName(f"unknown named configuration {label!r} (known for {stage_name}: {names})")
+            values.update(known[label][1])
+        values.update(overrides.get(stage_name, {}))
+        values.update(overrides.get(label, {}) if preset else {})
+        stage = cls(make_config(cls, values))
+        stage.validate()
+        spec = StageSpec(label, stage)
+        for role, up_label in stage.upstream_specs().items():
+            spec.upstream[role] = build(up_label, chain + (label,))
+        built[label] = spec
+        order.append(spec)
+        return spec
+
+    for label in labels:
+        build(label)
+    return order
+
+
+def _check_override_targets(overrides, stages):
+    for label in overrides:
+        stage_name = label.partition("@")[0]
+        stages.get_or_fail(stage_name)
+
+
+def default_labels():
+    return [name for name, cls in load_all().items() if cls.default_on]
+
+
+class InputDigests:
+    """Digests of the Item fields stages read, memoised per run."""
+
+    def __init__(self, files):
+        self.files = files      # store.FileDigests
+        self._memo = {}
+
+    def field(self, item, name) -> str:
+        key = (item.id, name)
+        if key not in self._memo:
+            self._memo[key] = _FIELD_DIGESTS[name](self, item)
+        return self._memo[key]
+
+    def media(self, media) -> str:
+        if media is None:
+            return "none"
+        return f"{self.files.digest(media.path)}|{media.start}|{media.end}|{media.region}"
+
+
+_FIELD_DIGESTS = {
+    "audio": lambda d, item: d.media(item.audio),
+    "video": lambda d, item: d.media(item.video),
+    "text": lambda d, item: _digest(canonical([item.text, item.text_clean])),
+    "words": lambda d, item: _digest(canonical([[w.word, w.start, w.end] for w in item.words or ()])),
+    "labels": lambda d, item: _digest(canonical(item.labels)),
+}
+
+
+def item_keys(specs, items, digests, dataset) -> dict:
+    """label -> list of keys, aligned with `items`."""
+    keys = {}
+    for spec in specs:
+        unknown = [f for f in spec.stage.reads if f not in _FIELD_DIGESTS]
+        if unknown:
+            raise ConfigError(f"stage {spec.name} reads unknown item fields {unknown}")
+        head = canonical([spec.name, spec.stage.version, spec.config_json, spec.stage.identity(), dataset])
+        ups = list(spec.upstream.items())
+        keys[spec.label] = [
+            _digest(canonical([head, item.id,
+                               [digests.field(item, f) for f in spec.stage.reads],
+                               [(role, keys[up.label][i]) for role, up in ups]]))
+            for i, item in enumerate(items)]
+    return keys
