@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .graph import InputDigests, item_keys, resolve
+from .graph import InputDigests, closure, item_keys, resolve
 from .manifest import read_manifest
 from .store import FileDigests, Index, ShardReader, default_cache_dir
 
@@ -63,17 +63,23 @@ class Cache:
 
     def keys(self, labels, dataset=None, overrides=None) -> tuple:
         """(specs, {label: keys aligned with items}) for the current manifest."""
+        return self.keys_of(resolve(labels, overrides), dataset)
+
+    def keys_of(self, specs, dataset=None) -> tuple:
         name = self.dataset(dataset)
-        specs = resolve(labels, overrides)
+        specs = [c for s in specs for c in closure(s)]
         files = FileDigests(self.index)
         keys = item_keys(specs, self.items(name), InputDigests(files), name)
         files.save()
         return specs, keys
 
     def status(self, label, dataset=None, overrides=None) -> dict:
-        """Counts of up to date / stale / missing / failed items for one stage spec."""
-        specs, keys = self.keys([label], dataset, overrides)
-        spec = specs[-1]
+        """Item ids that are up to date / stale / missing / failed for one stage spec."""
+        return self.status_of(resolve([label], overrides)[-1], dataset)
+
+    def status_of(self, spec, dataset=None) -> dict:
+        _, keys = self.keys_of([spec], dataset)
+        label = spec.label
         done, failed = self.index.existing(spec.config_id)
         stored = self.index.item_keys(spec.config_id)
         out = {"up to date": [], "stale": [], "missing": [], "failed": []}

@@ -230,7 +230,7 @@ def cmd_status(args):
     print(f"{dataset} at {root}: {len(items)} items")
     print(f"{'stage':<22}{'state':<12}{'current':>9}{'stale':>9}{'missing':>9}{'failed':>9}")
     for spec in specs:
-        st = cache.status(spec.label, dataset)
+        st = cache.status_of(spec, dataset)
         n = {k: len(st[k]) for k in ("up to date", "stale", "missing", "failed")}
         state = "up to date" if n["up to date"] + n["failed"] == len(items) else \
             "stale" if n["stale"] else "missing"

@@ -107,6 +107,19 @@ def resolve(labels, overrides=None) -> list:
     return order
 
 
+def closure(spec) -> list:
+    """`spec` and everything it consumes, in dependency order."""
+    out = []
+
+    def visit(s):
+        for up in s.upstream.values():
+            visit(up)
+        if s not in out:
+            out.append(s)
+    visit(spec)
+    return out
+
+
 def _check_override_targets(overrides, stages):
     for label in overrides:
         stage_name = label.partition("@")[0]

@@ -1,0 +1,72 @@
+"""Plain helpers shared by tests (fixtures live in conftest.py)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+SENTENCES = [
+    "the quick brown fox jumps over the lazy dog",
+    "I cannot believe you did that again",
+    "please leave the door open when you go",
+    "we walked along the river until sunset",
+    "this is the best day of my whole life",
+    "nobody told me the meeting was cancelled",
+]
+
+
+def espeak_wav(path, text, voice="en-us", pitch=50, speed=160):
+    subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(path), text],
+                   check=True, capture_output=True)
+    return Path(path)
+
+
+def make_table_corpus(root, n=4):
+    """A table corpus of n espeak-ng utterances (22.05 kHz mono, as espeak writes them)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["id,audio,text,label,speaker"]
+    for i in range(n):
+        text = SENTENCES[i % len(SENTENCES)]
+        espeak_wav(root / f"utt{i}.wav", text, pitch=30 + 10 * i)
+        lines.append(f"u{i},utt{i}.wav,{text},{'neu' if i % 2 else 'ang'},s{i % 2}")
+    (root / "corpus.csv").write_text("\n".join(lines) + "\n")
+    return root / "corpus.csv"
+
+
+def run_cli(*args):
+    from pipeline.cli import main
+    return main([str(a) for a in args])
+
+
+def extract(root, cache, *extra, dataset="table"):
+    return run_cli("extract", "--dataset", dataset, "--root", root, "--cache", cache,
+                   "--scheduler", "sync", "--quiet", *extra)
+
+
+def summary(capsys_text):
+    """Parse the per-stage summary table printed by `pipeline extract`."""
+    rows = {}
+    lines = capsys_text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("stage") and "computed" in line:
+            for row in lines[i + 1:]:
+                parts = row.split()
+                if len(parts) != 6 or row.startswith(" "):
+                    break
+                rows[parts[0]] = {"computed": int(parts[1]), "reused": int(parts[2]),
+                                  "failed": parts[3], "skipped": int(parts[4])}
+    return rows
+
+
+def index_rows(cache, sql, *params):
+    db = sqlite3.connect(Path(cache) / "index.sqlite")
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def truth(root):
+    return json.loads((Path(root).parent / "emocache_demo_truth.json").read_text())
