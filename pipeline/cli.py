@@ -209,6 +209,10 @@ def _print_summary(dataset, n_items, tallies, seconds):
         failed = f"{t.failed}" + (f"+{t.failed_before}" if t.failed_before else "")
         print(f"{label:<22}{t.computed:>9}{t.reused:>9}{failed:>9}{t.skipped:>9}{t.seconds:>9.1f}")
     for label, t in tallies.items():
+        for name, (total, n) in t.meta_sums.items():
+            if n:
+                print(f"  {label}: mean {name} = {total / n:.3f} over {n} items computed now")
+    for label, t in tallies.items():
         msgs = t.messages + getattr(t, "cached_errors", [])
         for item_id, msg in msgs[:10]:
             print(f"  {label}: {item_id}: {msg}")

@@ -28,6 +28,7 @@ class StageTally:
     skipped: int = 0
     seconds: float = 0.0
     messages: list = field(default_factory=list)
+    meta_sums: dict = field(default_factory=dict)   # meta key -> [sum, count]
 
 
 # --- worker side -----------------------------------------------------------
@@ -102,8 +103,17 @@ def execute_task(payload) -> list:
                               [r for *_, r in ok], errs, _stage_for(spec).shard_attrs())
         receipt["label"] = spec["label"]
         receipt["seconds"] = seconds.get(spec["label"], 0.0)
+        receipt["summary"] = _meta_sums(_stage_for(spec).summary_meta, [r for *_, r in ok])
         receipts.append(receipt)
     return receipts
+
+
+def _meta_sums(names, results):
+    sums = {}
+    for name in names:
+        values = [r.meta[name] for r in results if r.meta.get(name) is not None]
+        sums[name] = [float(sum(values)), len(values)]
+    return sums
 
 
 def _context(payload, spec, item, i, memo, cache_dir):
@@ -218,6 +228,10 @@ def run(index, levels, tallies, executor, progress=True) -> dict:
                     t.failed += len(r["errors"])
                     t.computed -= len(r["errors"])
                     t.messages += [(i, m) for _k, i, m in r["errors"]]
+                    for name, (total, n) in r.get("summary", {}).items():
+                        acc = t.meta_sums.setdefault(name, [0.0, 0])
+                        acc[0] += total
+                        acc[1] += n
                     bars[r["label"]].update(len(r["keys"]) + len(r["errors"]))
     finally:
         for bar in bars.values():

@@ -62,6 +62,7 @@ class Stage:
     batched: bool = False        # True: compute_batch over all items of a task
     default_on: bool = False     # part of `pipeline extract` without --stages
     gpu: bool = False            # a neural stage that wants a GPU worker when there is one
+    summary_meta: tuple = ()     # per-item meta numbers whose mean the run summary shows
 
     def __init__(self, config):
         self.config = config
