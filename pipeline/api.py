@@ -121,9 +121,9 @@ class Cache:
         times = {n: self.reader.times(shard, row, n) for n, a in attrs.items() if a["kind"] == "seq"}
         return Features(arrays, meta, times, key)
 
-    def stage_attrs(self, label, dataset=None) -> dict:
+    def stage_attrs(self, label, dataset=None, overrides=None) -> dict:
         """Facts shared by a stage output (e.g. column names), from any of its shards."""
-        spec = resolve([label])[-1]
+        spec = resolve([label], overrides)[-1]
         for shard, config_id, n, _d in self.index.shards():
             if config_id == spec.config_id and n:
                 return self.reader.attrs(shard)["stage_attrs"]

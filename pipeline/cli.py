@@ -170,7 +170,8 @@ def cmd_extract(args):
         _print_warnings(items)
         record_dataset(index, args.cache, dataset, root, {}, items)
         tallies, seconds = extract(args.cache, dataset, items, specs,
-                                   lambda: make_executor(args.workers, args.scheduler),
+                                   lambda: make_executor(args.workers, args.scheduler,
+                                                         (os.path.abspath(args.cache), root)),
                                    retry_failed=args.retry_failed, batch_size=args.batch,
                                    progress=not args.quiet and sys.stderr.isatty())
     _print_summary(dataset, len(items), tallies, seconds)

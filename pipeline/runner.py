@@ -160,7 +160,7 @@ class SyncExecutor:
 class DaskExecutor:
     """A local cluster (processes, one thread each) or an existing scheduler."""
 
-    def __init__(self, workers=None, scheduler=None):
+    def __init__(self, workers=None, scheduler=None, shared_paths=()):
         import logging
         from distributed import Client, LocalCluster
         for var in _THREAD_VARS:   # inherited by worker processes
@@ -173,7 +173,26 @@ class DaskExecutor:
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                         dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
-        self.workers = max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        self.workers = max(1, len(info))
+        # Neural stages go to workers that declare a GPU resource, when any does.
+        self.gpu_workers = sum(1 for w in info.values() if w.get("resources", {}).get("GPU"))
+        if scheduler and shared_paths:
+            self._check_shared(shared_paths)
+
+    def _check_shared(self, paths):
+        """Every worker must see the corpus and be able to write the cache."""
+        seen = self.client.run(_path_report, [str(p) for p in paths])
+        problems = [f"worker {w}: {msg}" for w, msgs in seen.items() for msg in msgs]
+        if problems:
+            self.close()
+            from .stage import ConfigError
+            raise ConfigError("shared storage check failed (workers must see the same corpus and cache "
+                              "paths):\n  " + "\n  ".join(problems))
+
+    def _resources(self, payload):
+        wants_gpu = any(_stage_for(s).gpu for s in payload["specs"])
+        return {"GPU": 1} if wants_gpu and self.gpu_workers else None
 
     def map_unordered(self, payloads):
         from distributed import as_completed
@@ -184,7 +203,7 @@ class DaskExecutor:
         def submit_next():
             p = next(payloads, None)
             if p is not None:
-                fut = self.client.submit(execute_task, p, pure=False)
+                fut = self.client.submit(execute_task, p, pure=False, resources=self._resources(p))
                 live[fut.key] = p
                 pending.add(fut)
 
@@ -204,10 +223,20 @@ class DaskExecutor:
             self.cluster.close()
 
 
-def make_executor(workers=None, scheduler=None):
+def make_executor(workers=None, scheduler=None, shared_paths=()):
     if scheduler == "sync":
         return SyncExecutor()
-    return DaskExecutor(workers, scheduler)
+    return DaskExecutor(workers, scheduler, shared_paths)
+
+
+def _path_report(paths) -> list:
+    """Run on each worker: which shared paths it cannot see or write."""
+    msgs = []
+    cache, *rest = paths
+    if not os.path.isdir(cache) or not os.access(cache, os.W_OK):
+        msgs.append(f"cannot write the cache folder {cache}")
+    msgs += [f"cannot see {p}" for p in rest if not os.path.exists(p)]
+    return msgs
 
 
 def run(index, levels, tallies, executor, progress=True) -> dict:

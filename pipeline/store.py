@@ -385,7 +385,7 @@ def _read_row(g, row):
         v = g["values"][a:b]
     if g["values"].dtype.kind == "O":
         import numpy as np
-        v = np.array([s.decode() if isinstance(s, bytes) else s for s in np.atleast_1d(v)])
+        v = np.array([s.decode() if isinstance(s, bytes) else s for s in np.atleast_1d(v)], dtype=str)
     return v
 
 
