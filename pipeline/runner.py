@@ -162,7 +162,10 @@ class DaskExecutor:
 
     def __init__(self, workers=None, scheduler=None, shared_paths=()):
         import logging
+        import warnings
         from distributed import Client, LocalCluster
+        # The dashboard is off; distributed still warns when its default port is taken.
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
         for var in _THREAD_VARS:   # inherited by worker processes
             os.environ.setdefault(var, "1")
         self.cluster = None
