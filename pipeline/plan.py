@@ -145,6 +145,8 @@ def extract(cache_dir, dataset, items, specs, executor_factory, retry_failed=Fal
                         for lvl in work), tallies, executor, progress)
         finally:
             executor.close()
+        # A worker killed while writing leaves a temporary file; its task ran again elsewhere.
+        index.adopt_orphans({s.config_id for s in specs})
     for p in plans:
         tallies[p.spec.label].cached_errors = [(items[i].id, m) for i, m in p.failed_before.items()]
     return tallies, time.perf_counter() - t0

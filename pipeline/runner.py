@@ -101,11 +101,21 @@ def execute_task(payload) -> list:
             ok = []
         receipt = write_shard(cache_dir, spec, [k for k, _, _ in ok], [i for _, i, _ in ok],
                               [r for *_, r in ok], errs, _stage_for(spec).shard_attrs())
+        receipt["worker"] = _worker_name()
         receipt["label"] = spec["label"]
         receipt["seconds"] = seconds.get(spec["label"], 0.0)
         receipt["summary"] = _meta_sums(_stage_for(spec).summary_meta, [r for *_, r in ok])
         receipts.append(receipt)
     return receipts
+
+
+def _worker_name():
+    """The Dask worker's name (for placement checks), or 'local' outside Dask."""
+    try:
+        from distributed import get_worker
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return "local"
 
 
 def _meta_sums(names, results):

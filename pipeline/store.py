@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, root TEXT, options T
 CREATE TABLE IF NOT EXISTS configs (config_id TEXT PRIMARY KEY, stage TEXT, label TEXT,
     version TEXT, config TEXT);
 CREATE TABLE IF NOT EXISTS shards (shard TEXT PRIMARY KEY, config_id TEXT, n_items INTEGER,
-    n_errors INTEGER, digest TEXT, bytes INTEGER, created REAL);
+    n_errors INTEGER, digest TEXT, bytes INTEGER, created REAL, worker TEXT);
 CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, config_id TEXT, item_id TEXT,
     shard TEXT, row INTEGER);
 CREATE INDEX IF NOT EXISTS entries_by_item ON entries (config_id, item_id);
@@ -112,9 +112,9 @@ class Index:
     def commit_receipt(self, r):
         """Record a written shard. Keys already indexed keep their first row."""
         with self.db:
-            self.db.execute("INSERT OR IGNORE INTO shards VALUES (?,?,?,?,?,?,?)",
+            self.db.execute("INSERT OR IGNORE INTO shards VALUES (?,?,?,?,?,?,?,?)",
                             (r["shard"], r["config_id"], len(r["keys"]), len(r["errors"]),
-                             r["digest"], r["bytes"], time.time()))
+                             r["digest"], r["bytes"], time.time(), r.get("worker", "adopted")))
             self.db.executemany("INSERT OR IGNORE INTO entries VALUES (?,?,?,?,?)",
                                 [(k, r["config_id"], i, r["shard"], row)
                                  for row, (k, i) in enumerate(zip(r["keys"], r["items"]))])
