@@ -28,13 +28,19 @@ class StageSpec:
 
     @property
     def config_json(self):
+        """Every option, as the workers need them."""
         return canonical(asdict(self.stage.config))
+
+    @property
+    def key_config(self):
+        """The options that can change the output: runtime ones (batch size,
+        threads, device) are left out, so changing them recomputes nothing."""
+        return {k: v for k, v in asdict(self.stage.config).items() if k not in self.stage.runtime_options}
 
     @property
     def config_id(self):
         """Names the configuration (not the inputs): shards of one config share a folder."""
-        ident = canonical([self.name, self.stage.version, asdict(self.stage.config),
-                           self.stage.identity()])
+        ident = canonical([self.name, self.stage.version, self.key_config, self.stage.identity()])
         return _digest(ident)[:16]
 
     def describe(self):
@@ -165,7 +171,7 @@ def item_keys(specs, items, digests, dataset) -> dict:
         unknown = [f for f in spec.stage.reads if f not in _FIELD_DIGESTS]
         if unknown:
             raise ConfigError(f"stage {spec.name} reads unknown item fields {unknown}")
-        head = canonical([spec.name, spec.stage.version, spec.config_json, spec.stage.identity(), dataset])
+        head = canonical([spec.name, spec.stage.version, spec.key_config, spec.stage.identity(), dataset])
         ups = list(spec.upstream.items())
         keys[spec.label] = [
             _digest(canonical([head, item.id,

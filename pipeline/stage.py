@@ -63,6 +63,7 @@ class Stage:
     default_on: bool = False     # part of `pipeline extract` without --stages
     gpu: bool = False            # a neural stage that wants a GPU worker when there is one
     summary_meta: tuple = ()     # per-item meta numbers whose mean the run summary shows
+    runtime_options: tuple = ()  # options that cannot change the output: not in the key
 
     def __init__(self, config):
         self.config = config

@@ -38,3 +38,15 @@ def time_windows(duration_s: float, win_s: float, hop_s: float):
     us = 1_000_000
     n = window_count(int(math.floor(duration_s * us + 0.5)), int(round(win_s * us)), int(round(hop_s * us)))
     return [k * hop_s + win_s / 2 for k in range(n)]
+
+
+def cut_windows(y, sr: int, win_s: float, hop_s: float):
+    """(n_windows, win) array of the windows of signal `y` by the rule above
+    (the single window of a short item padded with zeros = silence), and
+    their centre times in seconds."""
+    import numpy as np
+    bounds, centres = sample_windows(len(y), sr, win_s, hop_s)
+    win = bounds[0][1] - bounds[0][0]
+    if len(y) < win:
+        y = np.pad(y, (0, win - len(y)))
+    return np.stack([y[a:b] for a, b in bounds]), centres
