@@ -126,7 +126,6 @@ def check_weights(arch, weights, weights_path=None, seed=None, who="") -> None:
         f"or use weights=random with a seed (random features, not ImageNet ones).")
 
 
-_DIGESTS = {}   # (path, size, mtime_ns) -> digest: identity() is asked many times per run
 
 
 def weights_identity(arch, weights, weights_path=None, seed=None) -> dict:
@@ -137,13 +136,10 @@ def weights_identity(arch, weights, weights_path=None, seed=None) -> dict:
         from importlib.metadata import version
         return {"weights": RANDOM, "seed": seed, "torch": version("torch"),
                 "torchvision": version("torchvision")}
+    from .store import remembered_digest
     path = weights_file(arch, weights, weights_path)
-    st = os.stat(path)
-    stamp = (path, st.st_size, st.st_mtime_ns)
-    if stamp not in _DIGESTS:
-        from .store import file_digest
-        _DIGESTS[stamp] = file_digest(path)
-    return {"weights": weights, "weights_file": os.path.basename(path), "weights_digest": _DIGESTS[stamp]}
+    return {"weights": weights, "weights_file": os.path.basename(path),
+            "weights_digest": remembered_digest(path)}
 
 
 # --- worker side: building and running the network -----------------------------

@@ -191,13 +191,62 @@ class FileDigests:
             self._dirty = []
 
 
-def file_digest(path) -> str:
-    import xxhash
-    h = xxhash.xxh3_128()
+def file_digest(path, algorithm="xxh3_128") -> str:
+    if algorithm == "xxh3_128":
+        import xxhash
+        h = xxhash.xxh3_128()
+    else:
+        import hashlib
+        h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+_DIGESTS_FILE = os.path.join(os.path.expanduser("~"), ".cache", "emocache", "file-digests.json")
+_digest_memo = {}   # (algorithm, path) -> (size, mtime_ns, digest), this process
+
+
+def remembered_digest(path, algorithm="xxh3_128") -> str:
+    """Digest of a large file that is not corpus media (model weights, vector
+    files), hashed once and remembered by (size, mtime) in this process and in
+    a small JSON file under ~/.cache/emocache, so a rerun that changes nothing
+    does not re-read them. (Corpus media use FileDigests, kept in the index.)"""
+    path = os.path.abspath(path)
+    st = os.stat(path)
+    sig = (st.st_size, st.st_mtime_ns)
+    key = f"{algorithm}:{path}"
+    hit = _digest_memo.get(key) or _load_digests().get(key)
+    if hit and tuple(hit[:2]) == sig:
+        _digest_memo[key] = tuple(hit)
+        return hit[2]
+    digest = file_digest(path, algorithm)
+    _digest_memo[key] = (*sig, digest)
+    _save_digest(key, (*sig, digest))
+    return digest
+
+
+def _load_digests() -> dict:
+    try:
+        with open(_DIGESTS_FILE, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_digest(key, row):
+    """Best effort: a read-only home only costs a re-hash next time."""
+    try:
+        table = _load_digests()
+        table[key] = list(row)
+        os.makedirs(os.path.dirname(_DIGESTS_FILE), exist_ok=True)
+        tmp = f"{_DIGESTS_FILE}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(table, f)
+        os.replace(tmp, _DIGESTS_FILE)
+    except OSError:
+        pass
 
 
 # --- writing ---------------------------------------------------------------
@@ -338,24 +387,36 @@ class ShardReader:
     def __init__(self, cache_dir):
         self.cache_dir = Path(cache_dir)
         self._files = {}
+        self._layouts = {}
         self._pid = os.getpid()
 
     def file(self, rel):
         import h5py
         if os.getpid() != self._pid:
-            self._files, self._pid = {}, os.getpid()
+            self._files, self._layouts, self._pid = {}, {}, os.getpid()
         if rel not in self._files:
             self._files[rel] = h5py.File(self.cache_dir / rel, "r", locking=False)
         return self._files[rel]
 
     def row(self, rel, row) -> tuple:
         """(arrays dict, meta dict) of one item."""
-        f = self.file(rel)
-        arrays = {}
-        for name, g in f["arrays"].items():
-            arrays[name] = _read_row(g, row)
-        meta = json.loads(_read_strings_at(f["meta"], row))
-        return arrays, meta
+        layout, meta = self._layout(rel)
+        arrays = {name: _read_row(parts, row) for name, parts in layout.items()}
+        return arrays, json.loads(_read_strings_at(meta, row))
+
+    def _layout(self, rel):
+        """Per array (offsets or None for "vec", values dataset, holds strings),
+        and the meta dataset: looked up once per shard, because h5py's group and
+        attribute lookups cost several times more than reading one row."""
+        f = self.file(rel)   # first: after a fork it resets both caches
+        if rel not in self._layouts:
+            arrays = {}
+            for name, g in f["arrays"].items():
+                values = g["values"]
+                offsets = g["offsets"][()] if g.attrs["kind"] == "seq" else None
+                arrays[name] = (offsets, values, values.dtype.kind == "O")
+            self._layouts[rel] = (arrays, f["meta"])
+        return self._layouts[rel]
 
     def times(self, rel, row, name):
         """Seconds of each step of a sequence array for one item."""
@@ -375,15 +436,13 @@ class ShardReader:
         for f in self._files.values():
             f.close()
         self._files = {}
+        self._layouts = {}
 
 
-def _read_row(g, row):
-    if g.attrs["kind"] == "vec":
-        v = g["values"][row]
-    else:
-        a, b = g["offsets"][row:row + 2]
-        v = g["values"][a:b]
-    if g["values"].dtype.kind == "O":
+def _read_row(parts, row):
+    offsets, values, strings = parts
+    v = values[row] if offsets is None else values[offsets[row]:offsets[row + 1]]
+    if strings:
         import numpy as np
         v = np.array([s.decode() if isinstance(s, bytes) else s for s in np.atleast_1d(v)], dtype=str)
     return v
