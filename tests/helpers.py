@@ -1,7 +1,6 @@
 """Plain helpers shared by tests (fixtures live in conftest.py)."""
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -68,5 +67,3 @@ def index_rows(cache, sql, *params):
         db.close()
 
 
-def truth(root):
-    return json.loads((Path(root).parent / "emocache_demo_truth.json").read_text())

@@ -1,0 +1,91 @@
+"""How a demo corpus expresses each emotion: what is said, and how.
+
+Keyed by IEMOCAP's codes; other layouts map their own labels onto these. The
+two cues are kept apart on purpose: an item can carry its emotion in its
+wording, in its prosody, or in both, and the neutral row is what an item uses
+for the cue that must not give the label away.
+"""
+
+NEUTRAL = "neu"
+
+# Sentences whose words carry the emotion (the neutral ones carry none).
+WORDING = {
+    "ang": (
+        "Get out of my office right now!",
+        "I am absolutely furious with you.",
+        "This is completely outrageous!",
+        "Stop lying to me, you idiot!",
+        "How dare you speak to me like that?",
+        "I hate you and your stupid rules.",
+        "You ruined everything, damn it!",
+        "Shut up and listen to me!",
+    ),
+    "hap": (
+        "I'm so glad you came today.",
+        "What a lovely thing to say.",
+        "That makes me really happy.",
+        "You look wonderful this evening.",
+        "Thank you, this is perfect.",
+        "I love spending time with you.",
+        "It was such a beautiful day.",
+        "We had a really nice time together.",
+    ),
+    "exc": (
+        "Wow, we actually won the whole thing!",
+        "I can't wait to go, this is huge!",
+        "This is absolutely amazing!",
+        "Oh my god, we got the house!",
+        "Yes! I finally passed the exam!",
+        "That's fantastic news, let's celebrate!",
+        "I'm so excited about tomorrow!",
+        "We are going to Hawaii!",
+    ),
+    "sad": (
+        "I miss her so much.",
+        "Nobody ever calls me anymore.",
+        "Everything I loved is gone.",
+        "I feel so lonely tonight.",
+        "He passed away last week.",
+        "I lost my job today.",
+        "There is no hope left for us.",
+        "I just want to cry.",
+    ),
+    "fru": (
+        "Why does this never work?",
+        "I have been waiting here for hours.",
+        "This is the third time I asked.",
+        "Nobody in this place helps me.",
+        "I already filled out this form twice.",
+        "Ugh, the line is not even moving.",
+        "You keep sending me back here.",
+        "Why is everything so complicated?",
+    ),
+    NEUTRAL: (
+        "The office opens at nine.",
+        "Please fill in this form.",
+        "The train leaves at noon.",
+        "My name should be on the list.",
+        "I need a new license.",
+        "The meeting is on Tuesday.",
+        "We went to the store on Main Street.",
+        "It is about three miles away.",
+    ),
+}
+
+# Prosody per emotion: (pitch shift in espeak-ng's 0..99 scale, words per
+# minute, loudness in espeak-ng's amplitude scale). Anger is loud and fast,
+# sadness low, slow and soft; happy and excited are high, excited more so.
+# Rates are espeak-ng's for words spoken one at a time, which come out slower
+# than the same rate inside a sentence.
+PROSODY = {
+    "ang": (8, 235, 170),
+    "hap": (18, 215, 120),
+    "exc": (30, 250, 150),
+    "sad": (-22, 150, 55),
+    "fru": (-8, 180, 135),
+    NEUTRAL: (0, 200, 100),
+}
+
+# Bracketed non-speech tokens a transcript may carry (never spoken in the audio).
+NONSPEECH = {"hap": "[LAUGHTER]", "exc": "[LAUGHTER]"}
+DEFAULT_NONSPEECH = "[BREATHING]"
