@@ -3,8 +3,61 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
+from typing import Literal, Optional
 
-from .stage import ItemError
+from .stage import ConfigError, ItemError, Stage
+
+_WINDOW_NAMES = {"rect": "boxcar"}   # scipy's name for a rectangular window
+
+
+@dataclass(frozen=True)
+class MelFrames:
+    """Framing and mel options shared by the mel-based stages (fbank, mfcc).
+    When two stages agree on them, one task computes the STFT once for both."""
+    sample_rate: int = 16000
+    n_mels: int = 80
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: Optional[int] = None      # None: next power of two >= window
+    window: Literal["hamming", "hann", "blackman", "rect"] = "hamming"
+    fmin: float = 0.0
+    fmax: Optional[float] = None     # None: sample_rate / 2
+    deltas: int = 0
+    delta_width: int = 9
+    resample: bool = True            # False: a file at another rate is an item error
+
+
+class MelStage(Stage):
+    """Base of the stages computed from mel power frames of the item's audio."""
+    reads = ("audio",)
+    group = "audio-dsp"
+    batch_items = 128
+    default_on = True
+
+    def validate(self):
+        cfg = self.config
+        if cfg.sample_rate <= 0 or cfg.win_ms <= 0 or cfg.hop_ms <= 0:
+            raise ConfigError(f"{self.name}: sample_rate, win_ms and hop_ms must be positive")
+        if cfg.deltas not in (0, 1, 2):
+            raise ConfigError(f"{self.name}: deltas={cfg.deltas}: must be 0, 1 or 2")
+        win, _, n_fft = frame_params(cfg.sample_rate, cfg.win_ms, cfg.hop_ms, cfg.n_fft)
+        if n_fft < win:
+            raise ConfigError(f"{self.name}: n_fft={n_fft} is shorter than the window ({win} samples)")
+        if cfg.delta_width < 3 or cfg.delta_width % 2 == 0:
+            raise ConfigError(f"{self.name}: delta_width must be odd and >= 3")
+
+    @property
+    def rate(self):
+        cfg = self.config
+        return cfg.sample_rate / frame_params(cfg.sample_rate, cfg.win_ms, cfg.hop_ms, cfg.n_fft)[1]
+
+    def mel(self, ctx):
+        """Mel power (n_mels, T) of the item; the STFT is shared via the context."""
+        cfg = self.config
+        win, hop, n_fft = frame_params(cfg.sample_rate, cfg.win_ms, cfg.hop_ms, cfg.n_fft)
+        return mel_power(ctx, cfg.sample_rate, n_fft, hop, win, _WINDOW_NAMES.get(cfg.window, cfg.window),
+                         cfg.n_mels, cfg.fmin, cfg.fmax, cfg.resample)
 
 
 def load_span(media, sr: int, resample: bool = True):
