@@ -122,15 +122,27 @@ def _check_wav_complete(path):
         pos += 8 + clen + (clen & 1)
 
 
-def power_spectrogram(ctx, sr, n_fft, hop, win, window, resample=True, center=True):
-    """|STFT|^2, memoised on the item context so fbank and mfcc share it."""
+def power_spectrogram(ctx, sr, n_fft, hop, win, window, resample=True):
+    """|STFT|^2 as (frames, bins), memoised on the item context so fbank and
+    mfcc share it. The same frames, window and centre padding as librosa.stft
+    (FFT in float64, result rounded to complex64 as librosa does), laid out
+    frame-major so the mel product runs on contiguous rows."""
+    def compute():
+        import numpy as np
+        import scipy.fft
+        y = ctx.audio(sr, resample)
+        y = np.pad(y, n_fft // 2, mode="constant")
+        frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
+        spec = scipy.fft.rfft(frames * _fft_window(ctx, window, win, n_fft), axis=1).astype(np.complex64)
+        return spec.real ** 2 + spec.imag ** 2
+    return ctx.memo(("power", sr, n_fft, hop, win, window, resample), compute)
+
+
+def _fft_window(ctx, window, win, n_fft):
     def compute():
         import librosa
-        import numpy as np
-        y = ctx.audio(sr, resample)
-        return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=win,
-                                   window=window, center=center)) ** 2
-    return ctx.memo(("power", sr, n_fft, hop, win, window, resample, center), compute)
+        return librosa.util.pad_center(librosa.filters.get_window(window, win, fftbins=True), size=n_fft)
+    return ctx.memo(("window", window, win, n_fft), compute, shared=True)
 
 
 def mel_power(ctx, sr, n_fft, hop, win, window, n_mels, fmin, fmax, resample=True):
@@ -139,22 +151,58 @@ def mel_power(ctx, sr, n_fft, hop, win, window, n_mels, fmin, fmax, resample=Tru
         import librosa
         basis = ctx.memo(("melbasis", sr, n_fft, n_mels, fmin, fmax),
                          lambda: librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels,
-                                                     fmin=fmin, fmax=fmax), shared=True)
-        return basis @ power_spectrogram(ctx, sr, n_fft, hop, win, window, resample)
+                                                     fmin=fmin, fmax=fmax).T.copy(), shared=True)
+        return (power_spectrogram(ctx, sr, n_fft, hop, win, window, resample) @ basis).T
     return ctx.memo(("mel", sr, n_fft, hop, win, window, n_mels, fmin, fmax, resample), compute)
 
 
 def stack_deltas(feat, order: int, width: int):
-    """(D, T) features -> (T, D * (order + 1)) with librosa deltas appended."""
-    import librosa
+    """(D, T) features -> (T, D * (order + 1)) with deltas appended, equal to
+    librosa.feature.delta (Savitzky-Golay, edges by polynomial fit)."""
     import numpy as np
     parts = [feat]
     if order and feat.shape[1] >= 3:
         w = min(width, feat.shape[1] if feat.shape[1] % 2 else feat.shape[1] - 1)
-        parts += [librosa.feature.delta(feat, order=k, width=w) for k in range(1, order + 1)]
+        parts += [savgol_delta(feat, k, w) for k in range(1, order + 1)]
     elif order:
         parts += [np.zeros_like(feat)] * order   # too short for a delta window
     return np.concatenate(parts, axis=0).T.astype(np.float32)
+
+
+def savgol_delta(x, order, width):
+    """librosa.feature.delta(x, width=width, order=order) along the last axis.
+
+    scipy's savgol_filter re-fits the edge polynomials with a least-squares
+    solve per row and call; the fits are linear in the data, so the operators
+    are built once per (order, width) and applied as two small products."""
+    import numpy as np
+    from scipy.ndimage import convolve1d
+    coeffs, left, right = _savgol_operators(order, width)
+    out = convolve1d(x, coeffs, axis=-1, mode="constant")
+    half = width // 2
+    out[..., :half] = x[..., :width] @ left.T
+    out[..., -half:] = x[..., -width:] @ right.T
+    return out.astype(x.dtype, copy=False) if np.issubdtype(x.dtype, np.floating) else out
+
+
+_OPERATORS = {}
+
+
+def _savgol_operators(order, width):
+    if (order, width) not in _OPERATORS:
+        import math
+        import numpy as np
+        from scipy.signal import savgol_coeffs
+        t = np.arange(width, dtype=np.float64)
+        fit = np.linalg.pinv(np.vander(t, order + 1, increasing=True))   # data -> poly coefficients
+        half = width // 2
+
+        def derivative_at(points):
+            return np.array([[math.perm(k, order) * p ** (k - order) if k >= order else 0.0
+                              for k in range(order + 1)] for p in points])
+        _OPERATORS[(order, width)] = (savgol_coeffs(width, order, deriv=order, use="conv"),
+                                      derivative_at(t[:half]) @ fit, derivative_at(t[width - half:]) @ fit)
+    return _OPERATORS[(order, width)]
 
 
 def frame_params(sr, win_ms, hop_ms, n_fft):

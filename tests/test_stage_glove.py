@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-import pipeline.text as text_mod
+import pipeline.store as store_mod
 from pipeline.context import ItemContext
 from pipeline.graph import resolve
 from pipeline.manifest import Item
@@ -19,7 +19,7 @@ VOCAB = ["the", "cat", "sat", "did", "n't", "co", "operate", "a", "mat", ".", "z
 
 @pytest.fixture(autouse=True)
 def own_digest_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(text_mod, "_DIGESTS_FILE", str(tmp_path / "digests.json"))
+    monkeypatch.setattr(store_mod, "_DIGESTS_FILE", str(tmp_path / "digests.json"))
 
 
 @pytest.fixture
