@@ -107,17 +107,18 @@ def _payload(cache_dir, group, batch, items, item_json, want, rows, all_keys):
 
 def record_dataset(index, cache_dir, dataset, root, options, items) -> str:
     """Write the manifest into the cache (when it changed) and remember the root."""
-    text = "".join(item.to_json() + "\n" for item in items)
-    digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    # The repr of the Items is a faithful, cheap fingerprint (dataclass fields in
+    # a fixed order); JSON is written only when it changed.
+    digest = hashlib.blake2b(repr(items).encode(), digest_size=16).hexdigest()
     known = index.datasets().get(dataset)
     path = Path(cache_dir) / "manifests" / f"{dataset}.jsonl"
-    if not known or known["manifest_digest"] != digest or not path.exists():
+    changed = not known or known["manifest_digest"] != digest
+    if changed or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text("".join(item.to_json() + "\n" for item in items), encoding="utf-8")
         tmp.replace(path)
-    if not known or known["manifest_digest"] != digest or known["root"] != str(root) \
-            or known["options"] != options:
+    if changed or known["root"] != str(root) or known["options"] != options:
         index.record_dataset(dataset, root, options, digest, len(items))
     return digest
 
