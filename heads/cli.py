@@ -1,27 +1,271 @@
-"""The `heads` command: train and evaluate fusion heads on the feature cache."""
+"""The `heads` command: train and evaluate fusion heads on the feature cache.
+
+    heads list
+    heads train --model tsin --cache DIR --protocol session [--preset demo] [--set key=value]
+    heads evaluate RUN --cache DIR [--dataset NAME]
+    heads report RUN [RUN ...]
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import tomllib
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.registry import UnknownName
+from pipeline.stage import ConfigError
 
 from .models import load_all
+from .protocols import DEV_CHOICES, PROTOCOLS, LeakageError, ProtocolError
+
+
+class UsageError(Exception):
+    """A bad command line: reported before any work."""
+
+
+class StagesMissing(Exception):
+    """The cache lacks (up-to-date) outputs the head needs."""
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="heads", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    ls = sub.add_parser("list", help="registered heads and the stages each consumes")
-    ls.set_defaults(func=cmd_list)
-    args = p.parse_args(argv)
-    return args.func(args) or 0
+    from pipeline.api import NotInCache
+    args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.func(args) or 0
+    except StagesMissing as e:
+        print(f"heads: {e}", file=sys.stderr)
+        return 3
+    except (UsageError, UnknownName, ConfigError, ProtocolError, LeakageError, NotInCache,
+            FileNotFoundError) as e:
+        print(f"heads: error: {e}", file=sys.stderr)
+        return 2
 
+
+def _parser():
+    from pipeline.store import default_cache_dir
+    p = argparse.ArgumentParser(prog="heads", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="registered heads, their variants and the stages each consumes")
+    ls.set_defaults(func=cmd_list)
+
+    t = sub.add_parser("train", help="train a head with an evaluation protocol")
+    t.add_argument("--model", required=True, help="head name (see `heads list`)")
+    t.add_argument("--cache", default=default_cache_dir())
+    t.add_argument("--dataset", help="dataset in the cache (default: the only one)")
+    t.add_argument("--protocol", default="session", help="session, speaker, kfold, ratio, official")
+    t.add_argument("--dev", default="none", choices=DEV_CHOICES,
+                   help="dev part for model selection (default: none, fixed epochs)")
+    t.add_argument("--folds", type=int, default=10, help="kfold: number of folds")
+    t.add_argument("--ratios", default="3:1:1", help="ratio protocol: train:dev:test parts")
+    t.add_argument("--preset", default="paper", help="paper (the published recipe) or demo")
+    t.add_argument("--config", help="TOML file of head options (flat keys)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="head option")
+    t.add_argument("--seeds", type=int, default=1, help="repeat with seeds SEED .. SEED+N-1")
+    t.add_argument("--seed", type=int, default=0, help="first seed; also shuffles random protocols")
+    t.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    t.add_argument("--out", help="run folder (default runs/<head>-<variant>-<protocol>-<time>)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="score a run's checkpoints on an extracted corpus")
+    e.add_argument("run")
+    e.add_argument("--cache", default=default_cache_dir())
+    e.add_argument("--dataset", help="dataset in the cache (default: the only one)")
+    e.add_argument("--part", choices=["test", "all"],
+                   help="test: each fold's own test items (same dataset only); all: every item "
+                        "(default: test on the run's dataset, all elsewhere)")
+    e.add_argument("--device")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("report", help="table of runs side by side, with the papers' numbers")
+    r.add_argument("runs", nargs="+")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+# --- list -------------------------------------------------------------------
 
 def cmd_list(args):
     heads = load_all()
     if not heads:
-        print("no heads registered yet")
+        print("no heads registered")
     for name, cls in sorted(heads.items()):
-        print(f"{name:<16} needs {', '.join(cls.stages)}")
+        presets = ", ".join(cls.presets)
+        print(f"{name:<12} {cls.description}")
+        print(f"{'':<12} needs {', '.join(cls.stages())} (pipeline extract --for {cls.manifest}); "
+              f"presets: {presets}")
+        variants = _variants(cls)
+        if variants:
+            print(f"{'':<12} variants (--set ablation=...): {', '.join(variants)}")
+
+
+def _variants(cls):
+    import typing
+    hints = typing.get_type_hints(cls.Config)
+    return list(typing.get_args(hints["ablation"])) if "ablation" in hints else []
+
+
+# --- train ------------------------------------------------------------------
+
+def head_config(cls, preset, config_file, pairs):
+    overrides = {}
+    if config_file:
+        try:
+            overrides.update(tomllib.loads(Path(config_file).read_text()))
+        except OSError as e:
+            raise UsageError(f"--config {config_file}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"--config {config_file}: not valid TOML: {e}") from None
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = raw          # a bare word: a string
+    return cls.make_config(preset, overrides)
+
+
+def check_cache(cache, dataset, cls, config):
+    """Raise StagesMissing with the exact extract command when any stage the
+    head reads is missing or stale for some item."""
+    from pipeline.presets import head_stage_lists
+    needed = cls.stages(config)
+    problems = []
+    for label in needed:
+        status = cache.status(label, dataset)
+        for state in ("missing", "stale"):
+            if status[state]:
+                problems.append(f"{label}: {len(status[state])} item(s) {state}")
+    if not problems:
+        return
+    manifest_list = head_stage_lists().get(cls.manifest)
+    selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
+                 else f"--stages {','.join(needed)}")
+    command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}"
+    raise StagesMissing(f"the cache lacks features {cls.name} needs ({'; '.join(problems)}).\n"
+                        f"run:\n  {command}")
+
+
+def _ratios(text):
+    try:
+        parts = tuple(int(x) for x in text.split(":"))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise UsageError(f"--ratios {text!r}: expected TRAIN:DEV:TEST, e.g. 3:1:1")
+    return parts
+
+
+def cmd_train(args):
+    from pipeline.api import Cache
+    from .data import Data
+    from .metrics import aggregate
+    from .protocols import Options, make_folds
+    from .report import report_table, write_run
+    from .train import device_of, run_folds
+
+    cls = load_all().get_or_fail(args.model)
+    PROTOCOLS.get_or_fail(args.protocol)
+    if args.seeds < 1:
+        raise UsageError("--seeds must be >= 1")
+    config = head_config(cls, args.preset, args.config, args.set)
+    options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
+    cache = Cache(args.cache)
+    dataset = cache.dataset(args.dataset)
+    check_cache(cache, dataset, cls, config)
+
+    data = Data(cache, dataset, cls.inputs(config), config.labelset)
+    for item_id, why in sorted(data.dropped.items()):
+        print(f"heads: skipping {item_id}: extraction failed ({why})", file=sys.stderr)
+    folds, leakage = make_folds(args.protocol, list(data.items.values()), options)
+    variant = getattr(config, "ablation", "full")
+    out = Path(args.out or f"runs/{cls.name}-{variant}-{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}")
+    device = device_of(args.device)
+    print(f"{cls.name} ({variant}, preset {args.preset}) on {dataset}: {len(data.items)} items, "
+          f"{args.protocol} protocol, {len(folds)} folds x {args.seeds} seed(s), {device}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    t0 = time.perf_counter()
+    runs = run_folds(cls, config, data, folds, seeds, out, device, progress=not args.quiet)
+    record = {
+        "head": cls.name, "variant": variant, "preset": args.preset, "config": asdict(config),
+        "dataset": dataset, "corpus": data.corpus, "labelset": config.labelset, "classes": data.classes,
+        "protocol": {"name": args.protocol, "dev": args.dev, "k": args.folds if args.protocol == "kfold" else None,
+                     "ratios": list(options.ratios) if args.protocol == "ratio" else None,
+                     "split_seed": args.seed,
+                     "folds": [{"name": f.name, "train": len(f.train), "dev": len(f.dev), "test": len(f.test)}
+                               for f in folds]},
+        "leakage_check": leakage, "seeds": seeds, "device": str(device),
+        "train_seconds": round(time.perf_counter() - t0, 1), "dropped_items": data.dropped,
+        "runs": runs, "overall": aggregate(runs, data.classes), "features": data.provenance(),
+        "command": "heads " + " ".join(args.argv),
+    }
+    write_run(out, record)
+    record["_path"] = str(out)
+    print(report_table([record]))
+    print(f"results: {out / 'results.json'}\nplots: {out / 'confusion.png'}, {out / 'curves.png'}")
+
+
+# --- evaluate ---------------------------------------------------------------
+
+def cmd_evaluate(args):
+    import json
+    from pipeline.api import Cache
+    from pipeline.stage import make_config
+    from .data import Data
+    from .metrics import aggregate
+    from .report import load_run
+    from .train import device_of, load_checkpoint, loader, predict, score
+
+    record = load_run(args.run)
+    run_dir = Path(record["_path"])
+    heads = load_all()
+    cls = heads.get_or_fail(record["head"])
+    config = make_config(cls, record["config"])
+    cache = Cache(args.cache)
+    dataset = cache.dataset(args.dataset)
+    part = args.part or ("test" if dataset == record["dataset"] else "all")
+    if part == "test" and dataset != record["dataset"]:
+        raise UsageError(f"--part test needs the run's own dataset ({record['dataset']}); use --part all")
+    check_cache(cache, dataset, cls, config)
+    data = Data(cache, dataset, cls.inputs(config), config.labelset)
+    if config.standardize == "speaker":
+        data.normalise_per_speaker()
+    if data.classes != record["classes"]:
+        raise UsageError(f"label set classes differ: run {record['classes']}, dataset {data.classes}")
+    device = device_of(args.device)
+    runs = []
+    for r in record["runs"]:
+        model, ckpt = load_checkpoint(run_dir / r["checkpoint"], heads, device)
+        if ckpt["dims"] != data.dims():
+            raise UsageError(f"{r['checkpoint']}: trained on input widths {ckpt['dims']}, "
+                             f"the cache gives {data.dims()}")
+        ids = [i for i in r["predictions"] if i in data.items] if part == "test" else data.ids
+        pred = predict(model, loader(data.subset(ids), config, shuffle=False), device)
+        metrics = score(pred, data.classes)
+        print(f"seed {r['seed']} {r['fold']}: WA {metrics['wa']:.3f} UA {metrics['ua']:.3f} ({len(ids)} items)")
+        runs.append({"seed": r["seed"], "fold": r["fold"], "metrics": metrics})
+    overall = aggregate(runs, data.classes)
+    out = run_dir / f"evaluate-{dataset}-{part}.json"
+    out.write_text(json.dumps({"dataset": dataset, "part": part, "runs": runs, "overall": overall,
+                               "features": data.provenance()}, indent=1, sort_keys=True) + "\n")
+    print(f"overall: WA {overall['wa']['mean']:.3f} UA {overall['ua']['mean']:.3f}; written to {out}")
+
+
+# --- report -----------------------------------------------------------------
+
+def cmd_report(args):
+    from .report import load_run, report_table
+    records = [load_run(path) for path in args.runs]
+    print(report_table(records))
+    for r in records:
+        print(f"{Path(r['_path']).name}: plots {r['_path']}/confusion.png, {r['_path']}/curves.png")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
-"""Head registry: one module per head, registered by name."""
+"""Head registry: one module per head, registered by name.
+
+Every module in this package registers its heads on import (like the stage
+modules of `pipeline.stages`), so adding a head never touches this file or the
+CLI. Modules whose name starts with `_` are helpers, not heads.
+"""
+import pkgutil
 from importlib import import_module
 
 from pipeline.registry import Registry
 
 HEADS = Registry("head")
 
-_MODULES = ()
-
 
 def load_all():
-    for name in _MODULES:
-        import_module(f"{__name__}.{name}")
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            import_module(f"{__name__}.{info.name}")
     return HEADS

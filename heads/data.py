@@ -1,0 +1,230 @@
+"""Training data from the cache: a torch Dataset over any set of stage outputs.
+
+`open_data(cache, dataset, inputs, labelset)` finds, for every item the label
+set keeps, where each needed output lives (shard, row) under the current cache
+keys, and refuses missing or stale outputs with the `pipeline extract` command
+that makes them. Items whose extraction failed are dropped and listed.
+
+Reading is by whole shard: the first time a process needs any row of a shard,
+it reads that shard's arrays in one go (values and offsets) and keeps them, so
+an epoch costs one HDF5 read per shard and array, not one per item. Nothing is
+read until an item is asked for, and each DataLoader worker reads (or inherits
+by fork) its own copy; no HDF5 handle is kept open across a fork.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline import labels as labelsets
+from pipeline.api import NotInCache
+
+# (cache dir, shard, array) -> (values, offsets or None); per process.
+_SHARD_ARRAYS: dict = {}
+_SHARD_PID = [os.getpid()]
+
+
+def shard_array(cache_dir, shard, array):
+    """The whole of one array of one shard: (values, offsets) — offsets is None for vectors."""
+    if _SHARD_PID[0] != os.getpid():        # a forked worker: start its own table
+        _SHARD_ARRAYS.clear()
+        _SHARD_PID[0] = os.getpid()
+    key = (str(cache_dir), shard, array)
+    if key not in _SHARD_ARRAYS:
+        _SHARD_ARRAYS[key] = _read_shard_array(Path(cache_dir) / shard, array)
+    return _SHARD_ARRAYS[key]
+
+
+def _read_shard_array(path, array):
+    import h5py
+    with h5py.File(path, "r", locking=False) as f:
+        if array not in f["arrays"]:
+            known = ", ".join(f["arrays"])
+            raise KeyError(f"{path}: no array {array!r} (it has: {known})")
+        g = f["arrays"][array]
+        values = g["values"][()]
+        if values.dtype.kind == "O":
+            values = np.array([v.decode() if isinstance(v, bytes) else v for v in values])
+        offsets = g["offsets"][()] if g.attrs["kind"] == "seq" else None
+    return values, offsets
+
+
+def array_dims(cache_dir, shard, array) -> tuple:
+    """Trailing shape of an array (e.g. (240,) for fbank with deltas)."""
+    import h5py
+    with h5py.File(Path(cache_dir) / shard, "r", locking=False) as f:
+        return tuple(int(x) for x in f["arrays"][array].attrs["dims"])
+
+
+@dataclass
+class Source:
+    """Where one stage spec's output lives for each item, under current keys."""
+    label: str
+    config_id: str
+    keys: dict                          # item id -> cache key
+    locations: dict                     # item id -> (shard, row)
+    failed: dict = field(default_factory=dict)   # item id -> extraction error
+
+
+def locate(cache, dataset, label, item_ids) -> Source:
+    """Source for `label`; raises NotInCache (with the command to run) when
+    any wanted item lacks an up-to-date output."""
+    specs, keys = cache.keys([label], dataset)
+    spec = specs[-1]
+    by_id = dict(zip((it.id for it in cache.items(dataset)), keys[label]))
+    wanted = [by_id[i] for i in item_ids]
+    locs = cache.index.locations(wanted)
+    _done, errors = cache.index.existing(spec.config_id)
+    failed = {i: errors[by_id[i]] for i in item_ids if by_id[i] in errors}
+    lacking = [i for i in item_ids if by_id[i] not in locs and i not in failed]
+    if lacking:
+        raise NotInCache(f"{len(lacking)} item(s) lack an up-to-date {label} output "
+                         f"(e.g. {', '.join(lacking[:3])})")
+    return Source(label, spec.config_id, {i: by_id[i] for i in item_ids},
+                  {i: locs[by_id[i]] for i in item_ids if by_id[i] in locs}, failed)
+
+
+class Data:
+    """The labelled items of a dataset with the inputs a head needs."""
+
+    def __init__(self, cache, dataset, inputs: dict, labelset: str):
+        self.cache_dir = cache.dir
+        self.dataset = cache.dataset(dataset)
+        self.inputs = dict(inputs)
+        items = cache.items(self.dataset)
+        if not items:
+            raise NotInCache(f"dataset {self.dataset} has no items")
+        self.corpus = items[0].corpus
+        self.labelset = labelset
+        self.classes = labelsets.classes(self.corpus, labelset)
+        kept = [(it, labelsets.apply(it, labelset)) for it in items]
+        kept = [(it, c) for it, c in kept if c is not None]
+        ids = [it.id for it, _ in kept]
+        self.sources = {}
+        for stage in sorted({i.stage for i in self.inputs.values()}):
+            self.sources[stage] = locate(cache, self.dataset, stage, ids)
+        self.dropped = {i: f"{s.label}: {msg}" for s in self.sources.values() for i, msg in s.failed.items()}
+        kept = [(it, c) for it, c in kept if it.id not in self.dropped]
+        self.items = {it.id: it for it, _ in kept}
+        self.labels = {it.id: self.classes.index(c) for it, c in kept}
+        self.item_stats = None              # item id -> {input: (mean, std)} when normalising per speaker
+
+    def normalise_per_speaker(self):
+        """Standardise every item's inputs with its speaker's statistics (over
+        all of that speaker's items; labels are not used)."""
+        if self.item_stats is not None:
+            return
+        by_speaker = {}
+        for item_id, item in self.items.items():
+            by_speaker.setdefault(item.speaker or "", []).append(item_id)
+        per_item = {}
+        for ids in by_speaker.values():
+            stats = input_stats(self.subset(ids))
+            per_item.update({i: stats for i in ids})
+        self.item_stats = per_item
+
+    @property
+    def ids(self) -> list:
+        return list(self.items)
+
+    def dims(self) -> dict:
+        """input name -> trailing width (1 for scalars per step)."""
+        out = {}
+        for name, inp in self.inputs.items():
+            src = self.sources[inp.stage]
+            shard = next(iter(src.locations.values()))[0]
+            dims = array_dims(self.cache_dir, shard, inp.array)
+            out[name] = int(np.prod(dims)) if dims else 1
+        return out
+
+    def provenance(self) -> dict:
+        """Per stage spec: its configuration id and the cache key of every item used."""
+        return {label: {"config_id": s.config_id, "keys": {i: s.keys[i] for i in self.items}}
+                for label, s in self.sources.items()}
+
+    def subset(self, ids) -> "CachedDataset":
+        return CachedDataset(self, list(ids))
+
+
+class CachedDataset(Dataset):
+    """Items as dicts: {"id", "label", <input name>: float32 array (steps, width) or (width,)}."""
+
+    def __init__(self, data: Data, ids):
+        self.data = data
+        self.ids = ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        item_id = self.ids[i]
+        out = {"id": item_id, "label": self.data.labels[item_id]}
+        for name, inp in self.data.inputs.items():
+            shard, row = self.data.sources[inp.stage].locations[item_id]
+            values, offsets = shard_array(self.data.cache_dir, shard, inp.array)
+            if offsets is None:
+                x = values[row]
+            else:
+                a, b = offsets[row], offsets[row + 1]
+                if inp.cap:
+                    b = min(b, a + inp.cap)
+                x = values[a:b]
+            out[name] = _as_features(x, inp.kind)
+            if self.data.item_stats is not None:
+                mean, std = self.data.item_stats[item_id][name]
+                out[name] = (out[name] - mean) / std
+        return out
+
+
+def _as_features(x, kind):
+    x = np.asarray(x, dtype=np.float32)
+    if kind == "seq":
+        return x.reshape(len(x), -1)
+    return x.reshape(-1)
+
+
+def collate(batch):
+    """Pad sequences to the longest in the batch; `<name>_mask` is True on real steps."""
+    out = {"id": [b["id"] for b in batch], "label": torch.tensor([b["label"] for b in batch])}
+    for name in batch[0]:
+        if name in ("id", "label"):
+            continue
+        arrays = [b[name] for b in batch]
+        if arrays[0].ndim == 1:
+            out[name] = torch.from_numpy(np.stack(arrays))
+            continue
+        lengths = [len(a) for a in arrays]
+        padded = np.zeros((len(arrays), max(max(lengths), 1), arrays[0].shape[1]), dtype=np.float32)
+        mask = np.zeros(padded.shape[:2], dtype=bool)
+        for j, a in enumerate(arrays):
+            padded[j, :len(a)] = a
+            mask[j, :len(a)] = True
+        out[name] = torch.from_numpy(padded)
+        out[f"{name}_mask"] = torch.from_numpy(mask)
+    return out
+
+
+def input_stats(dataset: "CachedDataset") -> dict:
+    """input name -> (mean, std) per feature over every valid step of every
+    item (training fold only: test statistics must not leak into the model)."""
+    sums, sqs, counts = {}, {}, {}
+    for i in range(len(dataset)):
+        for name, x in dataset[i].items():
+            if name in ("id", "label"):
+                continue
+            x = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
+            sums[name] = sums.get(name, 0.0) + x.sum(0)
+            sqs[name] = sqs.get(name, 0.0) + (x * x).sum(0)
+            counts[name] = counts.get(name, 0) + len(x)
+    out = {}
+    for name in sums:
+        n = max(counts[name], 1)
+        mean = sums[name] / n
+        std = np.sqrt(np.maximum(sqs[name] / n - mean * mean, 0.0))
+        out[name] = (mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32))
+    return out

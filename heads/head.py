@@ -1,0 +1,181 @@
+"""What every head shares: its inputs, its training options, its config.
+
+A head is a torch Module with a `Config` dataclass that holds both its model
+options and its training recipe (fields of `TrainConfig`), the defaults being
+the paper's recipe. `presets` are named sets of overrides (`paper` is the
+defaults; `demo` shrinks the model so a CPU run on the demo corpus takes
+minutes). `inputs(config)` says which cached arrays the head reads, so the
+Dataset loads exactly those and `heads train` can check the cache for them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+from torch import nn
+
+from pipeline.stage import ConfigError, make_config
+
+
+@dataclass(frozen=True)
+class Input:
+    """One cached array a head reads: stage spec, array name, kind and length cap."""
+    stage: str                      # stage spec, e.g. "fbank@tsin"
+    array: str                      # array name in that stage's output, e.g. "fbank"
+    kind: Literal["seq", "vec"] = "seq"
+    cap: Optional[int] = None       # keep at most this many steps (seq only)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe every head's Config inherits (defaults overridden per head)."""
+    labelset: str = "4class"
+    epochs: int = 50
+    batch_size: int = 32
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["none", "step", "plateau"] = "none"
+    lr_step: int = 50               # step schedule: epochs between decays
+    lr_gamma: float = 0.1           # step / plateau: decay factor
+    clip: float = 0.0               # max gradient norm; 0 = no clipping
+    select_metric: Literal["ua", "wa", "wf1", "mf1", "loss"] = "ua"   # dev metric for selection
+    patience: int = 0               # epochs without dev improvement before stopping; 0 = never stop early
+    num_workers: int = 0            # DataLoader worker processes
+    threads: int = 1                # CPU threads for torch (0: torch's default); small
+                                    # recurrent heads run fastest on one thread
+    # Per-feature standardisation of the inputs: "fold" with the training
+    # fold's mean / std; "speaker" with each speaker's own (all of the
+    # speaker's items, no labels: removes voice and level differences).
+    standardize: Literal["fold", "speaker", "none"] = "fold"
+
+
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+class Head(nn.Module):
+    """Base class: subclasses set name, manifest, Config, presets, and
+    implement `inputs(config)` and `classify(batch) -> logits (B, C)`.
+
+    `forward` first standardises every input with per-feature statistics
+    of the training fold (buffers, so they travel with the checkpoint; the
+    identity until `set_input_stats` is called)."""
+    name = ""
+    manifest = ""                   # manifests/<manifest>.toml lists the stages to extract
+    description = ""
+    Config = TrainConfig
+    presets: dict = {"paper": {}}
+
+    def __init__(self, config, dims: dict, n_classes: int):
+        super().__init__()
+        self.config = config
+        self.dims = dict(dims)      # input name -> feature width (trailing dim)
+        self.n_classes = n_classes
+        for name, d in self.dims.items():
+            self.register_buffer(f"mean_{name}", torch.zeros(d))
+            self.register_buffer(f"std_{name}", torch.ones(d))
+
+    def set_input_stats(self, stats: dict):
+        """stats: input name -> (mean, std) arrays of its feature width."""
+        for name, (mean, std) in stats.items():
+            getattr(self, f"mean_{name}").copy_(torch.as_tensor(mean))
+            getattr(self, f"std_{name}").copy_(torch.as_tensor(std))
+
+    def forward(self, batch):
+        batch = dict(batch)
+        for name in self.dims:
+            batch[name] = (batch[name] - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}")
+        return self.classify(batch)
+
+    def classify(self, batch):
+        raise NotImplementedError
+
+    @classmethod
+    def inputs(cls, config) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def make_config(cls, preset="paper", overrides=None):
+        """The Config for a preset plus overrides (from --set or a TOML file)."""
+        if preset not in cls.presets:
+            raise ConfigError(f"head {cls.name}: unknown preset {preset!r} (known: {', '.join(cls.presets)})")
+        values = dict(cls.presets[preset])
+        values.update(overrides or {})
+        config = make_config(cls, values)
+        cls.check(config)
+        return config
+
+    @classmethod
+    def check(cls, config):
+        """Raise ConfigError for bad option combinations (runs before any work)."""
+        for name in ("epochs", "batch_size"):
+            if getattr(config, name) < 1:
+                raise ConfigError(f"head {cls.name}: {name} must be >= 1")
+        if config.lr <= 0:
+            raise ConfigError(f"head {cls.name}: lr must be > 0")
+
+    @classmethod
+    def stages(cls, config=None) -> list:
+        """Stage specs the head reads with this config (default: the paper's)."""
+        config = config or cls.make_config()
+        return sorted({i.stage for i in cls.inputs(config).values()})
+
+
+def masked_mean(x, mask):
+    """Mean over dim 1 of x (B, N, D) counting only positions where mask (B, N) is True."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def masked_softmax(scores, mask, dim):
+    """Softmax that gives padded positions (mask False) exactly zero weight."""
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=dim) * mask.to(scores.dtype)
+
+
+def pool_steps(x, mask, k):
+    """Average every k consecutive valid steps (a shorter sequence for
+    recurrent layers); a pooled step is valid when any of its steps is."""
+    if k <= 1:
+        return x, mask
+    b, n, d = x.shape
+    pad = (-n) % k
+    x = nn.functional.pad(zero_pad(x, mask), (0, 0, 0, pad)).view(b, -1, k, d)
+    m = nn.functional.pad(mask, (0, pad)).view(b, -1, k)
+    counts = m.sum(-1, keepdim=True).clamp_min(1).to(x.dtype)
+    return x.sum(2) / counts, m.any(-1)
+
+
+def zero_pad(x, mask):
+    """Set padded steps of x (B, N, D) to zero so convolutions cannot see them."""
+    return x * mask.unsqueeze(-1).to(x.dtype)
+
+
+def run_lstm(lstm: nn.LSTM, x, mask):
+    """An LSTM over the valid steps only (packed), padded back to x's length.
+
+    Packing keeps padded steps out of the recurrence in both directions, so
+    their values never reach a valid step's output.
+    """
+    lengths = mask.sum(1).clamp_min(1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = lstm(packed)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return zero_pad(out, mask)
+
+
+class MultiKernel(nn.Module):
+    """Three Conv1d branches (kernels 1, 3, 5 by default) over a sequence,
+    combined by an element-wise max across the branches (TSIN's multi-kernel
+    block). Padded steps are zeroed before the convolutions and after."""
+
+    def __init__(self, d_in, d_out, kernels=(1, 3, 5)):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(d_in, d_out, k, padding=k // 2) for k in kernels)
+
+    def forward(self, x, mask):
+        x = zero_pad(x, mask).transpose(1, 2)                      # (B, D, N)
+        branches = torch.stack([conv(x) for conv in self.convs])  # (K, B, D', N)
+        return zero_pad(branches.max(0).values.transpose(1, 2), mask)

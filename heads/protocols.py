@@ -1,0 +1,223 @@
+"""Evaluation protocols: how a corpus is cut into train / dev / test folds.
+
+One place for every head. A protocol maps the items (pipeline Items) to a
+list of Folds; `--dev` optionally carves a dev part out of the training side
+so a model can be selected without ever looking at the test fold. Without a
+dev part, training runs a fixed number of epochs and the last model is used.
+
+Every fold is checked for leakage before training (`check_leakage`): no item
+in two parts, and for group protocols no session/speaker on two sides. A
+leaky fold raises LeakageError; the report of the check is kept with the
+results.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from pipeline.registry import Registry
+
+PROTOCOLS = Registry("protocol")
+DEV_CHOICES = ("none", "next-session", "next-speaker", "next-fold")
+
+
+class ProtocolError(ValueError):
+    """A protocol that cannot be applied to these items or options."""
+
+
+class LeakageError(RuntimeError):
+    """A fold whose parts share items, sessions or speakers."""
+
+
+@dataclass
+class Fold:
+    name: str
+    train: list
+    test: list
+    dev: list = field(default_factory=list)
+    group: str = ""                 # "session" / "speaker": the attribute kept apart
+
+
+@dataclass(frozen=True)
+class Options:
+    dev: str = "none"
+    k: int = 10                     # random k-fold: number of folds
+    ratios: tuple = (3, 1, 1)       # ratio protocol: train:dev:test parts
+    seed: int = 0                   # shuffling of the random protocols
+
+
+def make_folds(name, items, options=Options()) -> tuple:
+    """(folds, leakage reports) of `items` for protocol `name`; raises
+    LeakageError when any fold leaks."""
+    if options.dev not in DEV_CHOICES:
+        raise ProtocolError(f"--dev {options.dev!r}: must be one of {', '.join(DEV_CHOICES)}")
+    folds = PROTOCOLS.get_or_fail(name)(list(items), options)
+    if not folds:
+        raise ProtocolError(f"protocol {name}: no folds for these items")
+    return folds, assert_no_leakage(folds, items)
+
+
+def assert_no_leakage(folds, items) -> list:
+    """Leakage reports of every fold; raises LeakageError naming the first leaky one."""
+    by_id = {it.id: it for it in items}
+    reports = [check_leakage(fold, by_id) for fold in folds]
+    for report in reports:
+        if not report["ok"]:
+            raise LeakageError(f"fold {report['fold']} leaks: {'; '.join(report['problems'])}")
+    return reports
+
+
+def _groups(items, attr):
+    """attribute value -> item ids, in sorted order of the values."""
+    out = {}
+    for it in items:
+        value = getattr(it, attr)
+        if value is None:
+            raise ProtocolError(f"item {it.id} has no {attr}: a leave-one-{attr}-out protocol needs one")
+        out.setdefault(value, []).append(it.id)
+    return dict(sorted(out.items()))
+
+
+def _leave_one_group_out(items, options, attr):
+    groups = _groups(items, attr)
+    if len(groups) < 2:
+        raise ProtocolError(f"leave-one-{attr}-out needs at least 2 {attr}s, found {len(groups)}")
+    folds = []
+    for value, test in groups.items():
+        test_set = set(test)
+        rest = [it for it in items if it.id not in test_set]
+        train, dev = _split_dev(items, rest, test_set, value, attr, options)
+        folds.append(Fold(f"{attr}={value}", train, test, dev, attr))
+    return folds
+
+
+@PROTOCOLS.register("session")
+def leave_one_session_out(items, options):
+    """One fold per session: that session is the test part (IEMOCAP: 5 folds)."""
+    return _leave_one_group_out(items, options, "session")
+
+
+@PROTOCOLS.register("speaker")
+def leave_one_speaker_out(items, options):
+    """One fold per speaker: that speaker is the test part (IEMOCAP: 10 folds)."""
+    return _leave_one_group_out(items, options, "speaker")
+
+
+def _split_dev(items, rest, test_set, test_value, attr, options):
+    """(train ids, dev ids) from the non-test items, per --dev."""
+    if options.dev == "none":
+        return [it.id for it in rest], []
+    if options.dev == "next-fold":
+        raise ProtocolError("--dev next-fold is for the kfold protocol; use next-session or next-speaker")
+    dev_attr = options.dev.removeprefix("next-")
+    dev_value = _next_group(items, rest, test_set, test_value if dev_attr == attr else None, dev_attr)
+    train = [it.id for it in rest if getattr(it, dev_attr) != dev_value]
+    dev = [it.id for it in rest if getattr(it, dev_attr) == dev_value]
+    return train, dev
+
+
+def _next_group(items, rest, test_set, test_value, attr):
+    """The group (session/speaker) after the test one, cyclically, that has
+    no test items; with no test group of that kind, the one after the
+    first test item's group."""
+    values = list(_groups(items, attr))
+    if test_value is None:
+        first_test = next(it for it in items if it.id in test_set)
+        test_value = getattr(first_test, attr)
+    start = values.index(test_value)
+    candidates = {getattr(it, attr) for it in rest}
+    clean = {v for v in candidates if not any(getattr(it, attr) == v and it.id in test_set for it in items)}
+    for step in range(1, len(values) + 1):
+        value = values[(start + step) % len(values)]
+        if value in clean:
+            return value
+    raise ProtocolError(f"no {attr} is left for a dev part")
+
+
+def _shuffled_parts(items, n_parts, seed):
+    ids = sorted(it.id for it in items)
+    random.Random(seed).shuffle(ids)
+    return [ids[i::n_parts] for i in range(n_parts)]
+
+
+@PROTOCOLS.register("kfold")
+def random_kfold(items, options):
+    """Random k folds over items (speaker and session dependent); a fixed
+    seed gives the same folds. --dev next-fold takes the next part as dev."""
+    if options.k < 2 or options.k > len(items):
+        raise ProtocolError(f"--folds {options.k}: must be between 2 and the number of items ({len(items)})")
+    if options.dev not in ("none", "next-fold"):
+        raise ProtocolError(f"--dev {options.dev}: the kfold protocol supports none or next-fold")
+    parts = _shuffled_parts(items, options.k, options.seed)
+    folds = []
+    for i, test in enumerate(parts):
+        dev = parts[(i + 1) % len(parts)] if options.dev == "next-fold" else []
+        train = [x for j, p in enumerate(parts) if j != i and p is not dev for x in p]
+        folds.append(Fold(f"fold={i + 1}", train, test, dev))
+    return folds
+
+
+@PROTOCOLS.register("ratio")
+def ratio_folds(items, options):
+    """train:dev:test ratios (e.g. 3:1:1): items are shuffled into
+    sum(ratios) parts; fold i tests on part i, takes the next parts as dev
+    and the rest as train, so every part is tested once."""
+    r_train, r_dev, r_test = options.ratios
+    if min(options.ratios) < 0 or r_train < 1 or r_test < 1:
+        raise ProtocolError(f"--ratios {':'.join(map(str, options.ratios))}: train and test need >= 1 part")
+    if options.dev != "none":
+        raise ProtocolError("the ratio protocol has its own dev part; leave --dev unset")
+    n = r_train + r_dev + r_test
+    parts = _shuffled_parts(items, n, options.seed)
+    folds = []
+    for i in range(0, n, r_test):
+        order = [(i + j) % n for j in range(n)]
+        test = [x for j in order[:r_test] for x in parts[j]]
+        dev = [x for j in order[r_test:r_test + r_dev] for x in parts[j]]
+        train = [x for j in order[r_test + r_dev:] for x in parts[j]]
+        folds.append(Fold(f"fold={len(folds) + 1}", train, test, dev))
+    return folds
+
+
+_SPLIT_NAMES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
+                "validation": "dev", "test": "test"}
+
+
+@PROTOCOLS.register("official")
+def official_split(items, options):
+    """The corpus's own train / dev / test tags (Item.split)."""
+    parts = {"train": [], "dev": [], "test": []}
+    untagged = []
+    for it in items:
+        part = _SPLIT_NAMES.get((it.split or "").lower())
+        (parts[part] if part else untagged).append(it.id)
+    if not parts["test"] or not parts["train"]:
+        raise ProtocolError("the official protocol needs items tagged train and test "
+                            f"({len(untagged)} item(s) carry no known split tag)")
+    return [Fold("official", parts["train"], parts["test"], parts["dev"])]
+
+
+def check_leakage(fold: Fold, by_id: dict) -> dict:
+    """{'fold', 'ok', 'checks': [...], 'problems': [...]} for one fold."""
+    parts = {"train": fold.train, "dev": fold.dev, "test": fold.test}
+    problems, checks = [], []
+    for name, ids in parts.items():
+        if len(set(ids)) != len(ids):
+            problems.append(f"{name} lists an item twice")
+    for a, b in (("train", "test"), ("dev", "test"), ("train", "dev")):
+        shared = set(parts[a]) & set(parts[b])
+        checks.append(f"items {a}/{b} disjoint")
+        if shared:
+            problems.append(f"{len(shared)} item(s) in both {a} and {b} (e.g. {sorted(shared)[0]})")
+    if fold.group:
+        attr = fold.group
+        test_values = {getattr(by_id[i], attr) for i in fold.test}
+        for side in ("train", "dev"):
+            shared = {getattr(by_id[i], attr) for i in parts[side]} & test_values
+            checks.append(f"{attr}s {side}/test disjoint")
+            if shared:
+                problems.append(f"{attr} {sorted(shared)[0]} is in both {side} and test")
+    if not fold.test:
+        problems.append("the test part is empty")
+    return {"fold": fold.name, "ok": not problems, "checks": checks, "problems": problems,
+            "sizes": {k: len(v) for k, v in parts.items()}}

@@ -1,0 +1,133 @@
+"""Run folders: results.json, confusion.png, curves.png, and the report table.
+
+A run folder holds everything needed to trust and reuse a result: the full
+config, the protocol with every fold's sizes and its leakage check, the seeds,
+per-run and overall metrics, the cache keys of every feature read (so the
+exact inputs can be named later), and the checkpoints. `report_table` prints
+runs side by side and, where the head, variant, label set and protocol match,
+the numbers the paper reports (manifests/papers.toml).
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.presets import MANIFESTS
+
+RESULTS = "results.json"
+PAPERS_FILE = MANIFESTS / "papers.toml"
+
+
+def write_run(out_dir: Path, record: dict):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RESULTS).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    plot_confusion(out_dir / "confusion.png", record["overall"]["confusion"], record["classes"],
+                   f"{record['head']} ({record['variant']}) {record['protocol']['name']}")
+    plot_curves(out_dir / "curves.png", record["runs"])
+
+
+def load_run(path) -> dict:
+    path = Path(path)
+    file = path / RESULTS if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(f"{path}: no {RESULTS} (not a heads run folder)")
+    record = json.loads(file.read_text())
+    record["_path"] = str(file.parent)
+    return record
+
+
+def plot_confusion(path, matrix, classes, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    m = np.asarray(matrix, dtype=float)
+    rates = m / np.maximum(m.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{rates[i, j]:.2f}\n({int(m[i, j])})", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    ax.set_title(f"{title}\nrow-normalised, summed over folds and seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(path, runs):
+    """Training loss (and dev UA when there is a dev part) per epoch, one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    has_dev = any("dev_ua" in row for r in runs for row in r["history"])
+    fig, axes = plt.subplots(1, 2 if has_dev else 1, figsize=(10 if has_dev else 5.5, 4), squeeze=False)
+    for r in runs:
+        epochs = [row["epoch"] for row in r["history"]]
+        label = f"s{r['seed']} {r['fold']}"
+        axes[0, 0].plot(epochs, [row["train_loss"] for row in r["history"]], label=label)
+        if has_dev:
+            axes[0, 1].plot(epochs, [row.get("dev_ua", np.nan) for row in r["history"]], label=label)
+    axes[0, 0].set(xlabel="epoch", ylabel="training loss", title="training loss")
+    if has_dev:
+        axes[0, 1].set(xlabel="epoch", ylabel="dev UA", title="dev UA (model selection)")
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def paper_results() -> list:
+    if not PAPERS_FILE.exists():
+        return []
+    return tomllib.loads(PAPERS_FILE.read_text()).get("result", [])
+
+
+def matching_papers(record, papers=None) -> list:
+    """Paper rows for the same head, variant, corpus, label set and protocol."""
+    proto = record["protocol"]
+    out = []
+    for p in papers if papers is not None else paper_results():
+        same = (p["head"] == record["head"] and p.get("variant", "full") == record["variant"]
+                and p["labelset"] == record["labelset"] and p["protocol"] == proto["name"]
+                and p.get("dataset", record["corpus"]) == record["corpus"])
+        if same and "folds" in p:
+            same = p["folds"] == len(proto["folds"])
+        if same and "ratios" in p:
+            same = list(p["ratios"]) == list(proto.get("ratios") or [])
+        if same:
+            out.append(p)
+    return out
+
+
+def _cell(summary, name):
+    s = summary.get(name)
+    if not s:
+        return "-"
+    return f"{100 * s['mean']:5.2f}±{100 * s['std_folds']:4.2f}"
+
+
+def report_table(records) -> str:
+    """Runs side by side (mean ± std over folds, in %), paper numbers beneath each."""
+    def prefix(run, head, variant, protocol, folds, seeds):
+        return f"{run[:28]:<28} {head:<12} {variant:<11} {protocol:<9} {folds:>5} {seeds:>5} "
+    header = prefix("run", "head", "variant", "protocol", "folds", "seeds") + \
+        f"{'WA':>11} {'UA':>11} {'WF1':>11} {'MF1':>11}"
+    width = len(prefix("", "", "", "", "", ""))
+    lines = [header, "-" * len(header)]
+    for r in records:
+        o = r["overall"]
+        lines.append(prefix(Path(r.get("_path", "")).name or "?", r["head"], r["variant"], r["protocol"]["name"],
+                            len(r["protocol"]["folds"]), len(r["seeds"]))
+                     + f"{_cell(o, 'wa'):>11} {_cell(o, 'ua'):>11} {_cell(o, 'wf1'):>11} {_cell(o, 'mf1'):>11}")
+        for p in matching_papers(r):
+            wa = f"{100 * p['wa']:5.2f}" if "wa" in p else "-"
+            ua = f"{100 * p['ua']:5.2f}" if "ua" in p else "-"
+            lines.append(f"{'  paper ' + p['paper']:<{width}}{wa:>11} {ua:>11}")
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""`heads` CLI: refusing a cache that lacks stages, and a small train / report / evaluate run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from heads_fake import fake_items, write_fake_cache
+
+from heads.cli import main
+
+
+@pytest.fixture(scope="module")
+def fbank_only(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fbank_only")
+    write_fake_cache(d, fake_items(sessions=5, per_speaker=4), {"fbank@tsin": {"fbank": ("seq", 6)},
+                                                              "mfcc": {"mfcc": ("seq", 4)}})
+    return d
+
+
+def test_missing_stage_prints_the_extract_command(fbank_only, capsys, tmp_path):
+    rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), "--preset", "demo",
+               "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "bert@tsin: 40 item(s) missing" in err
+    assert f"pipeline extract --cache {fbank_only} --dataset iemocap --for tsin" in err
+    assert not (tmp_path / "run").exists()                   # nothing trained
+
+
+def test_stages_outside_the_head_manifest_are_named(fbank_only, capsys):
+    rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), "--set", "speech_stage=fbank"])
+    assert rc != 0
+    assert f"pipeline extract --cache {fbank_only} --dataset iemocap --stages bert@tsin,fbank" \
+        in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "epochs=0"], "epochs must be >= 1"),
+    (["--set", "no_such_option=1"], "unknown option 'no_such_option'"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--protocol", "sideways"], "unknown protocol 'sideways'"),
+])
+def test_bad_options_fail_before_work(fbank_only, capsys, argv, message):
+    rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), *argv])
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_train_report_evaluate(fbank_only, capsys, tmp_path):
+    run = tmp_path / "run"
+    rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), "--preset", "demo",
+               "--set", "text_stage=mfcc", "--set", "text_array=mfcc", "--set", "epochs=2",
+               "--protocol", "session", "--dev", "next-session", "--seeds", "2", "--out", str(run), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    r = json.loads((run / "results.json").read_text())
+    assert len(r["runs"]) == 10 and r["seeds"] == [0, 1]
+    assert [f["name"] for f in r["protocol"]["folds"]] == [f"session={s}" for s in "12345"]
+    assert all(rep["ok"] for rep in r["leakage_check"]) and len(r["leakage_check"]) == 5
+    assert set(r["features"]) == {"fbank@tsin", "mfcc"}
+    assert len(r["features"]["mfcc"]["keys"]) == 32           # 4class items
+    assert all(run_["selected_on"] == "dev ua" for run_ in r["runs"])
+    assert {"mean", "std_folds", "std_seeds"} <= set(r["overall"]["ua"])
+    assert (run / "confusion.png").stat().st_size > 0 and (run / "curves.png").stat().st_size > 0
+    capsys.readouterr()
+
+    assert main(["report", str(run)]) == 0
+    table = capsys.readouterr().out
+    assert "paper 003 TSIN" in table and "74.92" in table and f"{100 * r['overall']['ua']['mean']:5.2f}" in table
+
+    assert main(["evaluate", str(run), "--cache", str(fbank_only)]) == 0
+    ev = json.loads((run / "evaluate-iemocap-test.json").read_text())
+    assert ev["overall"]["ua"]["mean"] == pytest.approx(r["overall"]["ua"]["mean"])
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "tsin" in out and "bert@tsin, fbank@tsin" in out and "speech_only" in out

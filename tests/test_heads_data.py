@@ -1,0 +1,100 @@
+"""The heads' Dataset over the cache: label sets, caps, padding, whole-shard reads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from heads_fake import fake_items, write_fake_cache
+
+from heads import data as heads_data
+from heads.data import Data, collate, input_stats
+from heads.head import Input
+from pipeline.api import Cache, NotInCache
+
+ARRAYS = {"fbank@tsin": {"fbank": ("seq", 12)}, "mfcc": {"mfcc": ("seq", 5), }}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("heads_cache")
+    items = fake_items(sessions=2, per_speaker=6)
+    write_fake_cache(d, items, ARRAYS, per_shard=8, fail={items[0].id})
+    return Cache(d), items
+
+
+INPUTS = {"speech": Input("fbank@tsin", "fbank", "seq", cap=5), "other": Input("mfcc", "mfcc", "seq")}
+
+
+def test_label_set_selection_and_failed_items(cache):
+    c, items = cache
+    data = Data(c, None, INPUTS, "4class")
+    codes = {it.id: it.labels["emotion"] for it in items}
+    # 4class keeps ang/hap/sad/neu and merges exc into hap; fru is dropped; the failed item is skipped.
+    expected = {i for i, code in codes.items() if code != "fru"} - {items[0].id}
+    assert set(data.ids) == expected
+    assert items[0].id in data.dropped and "synthetic failure" in data.dropped[items[0].id]
+    for i in data.ids:
+        cls = data.classes[data.labels[i]]
+        assert cls == {"exc": "hap"}.get(codes[i], codes[i])
+    six = Data(c, None, INPUTS, "6class")
+    assert len(six.ids) == len(items) - 1 and six.classes == ["ang", "hap", "exc", "sad", "fru", "neu"]
+
+
+def test_arrays_caps_and_padding(cache):
+    c, _ = cache
+    data = Data(c, None, INPUTS, "4class")
+    ds = data.subset(data.ids)
+    direct = c.load("fbank@tsin", data.ids[:4])
+    for j in range(4):
+        item = ds[j]
+        full = direct[item["id"]].arrays["fbank"]
+        assert np.array_equal(item["speech"], full[:5])            # capped at 5 steps
+        assert item["other"].shape[1] == 5
+    batch = collate([ds[j] for j in range(4)])
+    lengths = [len(ds[j]["other"]) for j in range(4)]
+    assert batch["other"].shape == (4, max(lengths), 5)
+    assert batch["other_mask"].sum(1).tolist() == lengths
+    assert float(batch["other"][~batch["other_mask"]].abs().sum()) == 0.0
+    assert batch["label"].tolist() == [ds[j]["label"] for j in range(4)]
+    assert data.dims() == {"speech": 12, "other": 5}
+
+
+def test_each_shard_array_is_read_once(cache, monkeypatch):
+    c, _ = cache
+    reads = []
+    real = heads_data._read_shard_array
+    monkeypatch.setattr(heads_data, "_read_shard_array", lambda path, a: reads.append((path, a)) or real(path, a))
+    heads_data._SHARD_ARRAYS.clear()
+    data = Data(c, None, INPUTS, "4class")
+    ds = data.subset(data.ids)
+    for _ in range(3):                      # three "epochs"
+        for j in range(len(ds)):
+            ds[j]
+    shards = {loc[0] for s in data.sources.values() for loc in s.locations.values()}
+    assert len(reads) == len(set(reads)) == len(shards)
+
+
+def test_missing_stage_is_refused(cache):
+    c, _ = cache
+    # Plain `fbank` (default options) is another configuration than fbank@tsin: not extracted.
+    with pytest.raises(NotInCache, match="lack an up-to-date fbank output"):
+        Data(c, None, {"x": Input("fbank", "fbank")}, "4class")
+
+
+def test_input_stats(cache):
+    c, _ = cache
+    data = Data(c, None, INPUTS, "4class")
+    ds = data.subset(data.ids)
+    stats = input_stats(ds)
+    allrows = np.concatenate([ds[j]["speech"] for j in range(len(ds))])
+    assert np.allclose(stats["speech"][0], allrows.mean(0), atol=1e-5)
+    assert np.allclose(stats["speech"][1], allrows.std(0), atol=1e-4)
+
+
+def test_per_speaker_normalisation(cache):
+    c, _ = cache
+    data = Data(c, None, INPUTS, "6class")
+    data.normalise_per_speaker()
+    ds = data.subset(data.ids)
+    for speaker in {it.speaker for it in data.items.values()}:
+        rows = np.concatenate([ds[j]["other"] for j, i in enumerate(data.ids) if data.items[i].speaker == speaker])
+        assert np.allclose(rows.mean(0), 0, atol=1e-4) and np.allclose(rows.std(0), 1, atol=1e-3)
