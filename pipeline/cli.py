@@ -247,15 +247,18 @@ def cmd_status(args):
 
 def cmd_list(args):
     from .corpora import load_all as corpora
-    from .demo import DEMO_LAYOUTS
+    from .demo import load_all as demo_layouts
     from .presets import head_stage_lists, named_configs
     from .stages import load_all as stages
     print("corpora:", ", ".join(sorted(corpora())))
-    print("demo layouts:", ", ".join(sorted(DEMO_LAYOUTS)))
+    print("demo layouts:", ", ".join(sorted(demo_layouts())))
     print("stages:")
     for name, cls in sorted(stages().items()):
-        print(f"  {name:<14} v{cls.version:<4} reads {','.join(cls.reads) or '-':<12} "
-              f"{(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else sys.modules[cls.__module__].__doc__.strip().splitlines()[0]}")
+        defaults = cls.Config()
+        inputs = list(cls.reads) + [f"<{getattr(defaults, field)}>" for field in cls.consumes.values()]
+        summary = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<14} v{cls.version:<4} {','.join(inputs) or '-':<14} {summary}")
+    print("  (inputs: item fields, and <upstream stages> consumed)")
     print("named configurations:", ", ".join(sorted(named_configs())) or "none")
     print("stage lists (--for):", ", ".join(sorted(head_stage_lists())) or "none")
 
