@@ -78,12 +78,12 @@ WORDING = {
 # Rates are espeak-ng's for words spoken one at a time, which come out slower
 # than the same rate inside a sentence.
 PROSODY = {
-    "ang": (8, 235, 170),
-    "hap": (18, 215, 120),
-    "exc": (30, 250, 150),
-    "sad": (-22, 150, 55),
-    "fru": (-8, 180, 135),
-    NEUTRAL: (0, 200, 100),
+    "ang": (10, 265, 210),
+    "hap": (26, 215, 125),
+    "exc": (38, 255, 160),
+    "sad": (-26, 130, 45),
+    "fru": (-10, 175, 150),
+    NEUTRAL: (0, 195, 90),
 }
 
 # Bracketed non-speech tokens a transcript may carry (never spoken in the audio).
