@@ -118,3 +118,14 @@ class Detector:
     def __exit__(self, *exc):
         for task in self._own:
             task.close()
+
+
+def task_resources(cfg, model_file, who, make_task) -> dict:
+    """Per-worker MediaPipe resources shared by the face and pose stages: a
+    factory for fresh tasks (video mode needs one per item) and, in image
+    mode, one long-lived task closed at exit."""
+    path, _ = resolve_model(cfg.model_path, model_file, who)
+    res = {"make_task": lambda: make_task(cfg, path)}
+    if cfg.running_mode == "image":
+        res["task"] = close_at_exit(res["make_task"]())
+    return res

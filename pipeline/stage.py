@@ -109,6 +109,15 @@ class Stage:
         return {}
 
 
+def catch_item_error(fn, *args):
+    """fn(*args), or the ItemError it raised: batched stages return one result
+    or error per item instead of failing the whole batch."""
+    try:
+        return fn(*args)
+    except ItemError as e:
+        return e
+
+
 def config_fields(cls) -> dict:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from ..stage import ConfigError, ItemError, Result, Seq, Stage, Vec
+from ..stage import ConfigError, ItemError, Result, Seq, Stage, Vec, catch_item_error
 from ..store import remembered_digest
 from ..text import item_text, segment
 from . import STAGES
@@ -221,7 +221,7 @@ class Bert(Stage):
 
     # --- per task ----------------------------------------------------------
     def compute_batch(self, ctxs):
-        prepared = [self._guard(self._prepare, ctx) for ctx in ctxs]
+        prepared = [catch_item_error(self._prepare, ctx) for ctx in ctxs]
         ok = [p for p in prepared if not isinstance(p, Exception)]
         self._tokenize(ok)
         out = list(prepared)
@@ -232,15 +232,8 @@ class Bert(Stage):
             chunk = todo[start:start + size]
             states = self._forward([prepared[i]["input_ids"] for i in chunk])
             for b, i in enumerate(chunk):
-                out[i] = self._guard(self._result, prepared[i], states, b)
+                out[i] = catch_item_error(self._result, prepared[i], states, b)
         return out
-
-    @staticmethod
-    def _guard(fn, *args):
-        try:
-            return fn(*args)
-        except ItemError as e:
-            return e
 
     def _prepare(self, ctx):
         """One item's text and its words, checked against the words stage."""

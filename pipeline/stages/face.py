@@ -136,12 +136,9 @@ class Face(Stage):
 
     # --- worker side -------------------------------------------------------
     def setup(self):
-        from ..landmarks import close_at_exit, resolve_model
+        from ..landmarks import task_resources
         cfg = self.config
-        path, _ = resolve_model(cfg.model_path, MODEL_FILE, self.name)
-        res = {"make_task": lambda: _make_landmarker(cfg, path)}
-        if cfg.running_mode == "image":
-            res["task"] = close_at_exit(res["make_task"]())
+        res = task_resources(cfg, MODEL_FILE, self.name, _make_landmarker)
         if cfg.embedding == "cnn":
             res["cnn"] = _load_cnn(cfg)
         return res

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..stage import ConfigError, ItemError, Result, Seq, Stage
+from ..stage import ConfigError, ItemError, Result, Seq, Stage, catch_item_error
 from . import STAGES
 from .words import word_times
 
@@ -141,19 +141,12 @@ class Phonemes(Stage):
 
     def compute_batch(self, ctxs):
         res = self.resources
-        upstream = [self._guard(ctx.upstream, "words") for ctx in ctxs]
+        upstream = [catch_item_error(ctx.upstream, "words") for ctx in ctxs]
         words = {str(w) for u in upstream if not isinstance(u, Exception) for w in u[0]["words"]}
         self._espeak(sorted(w for w in words
                             if w not in res["memo"] and not dictionary_lookup(res["cmu"], w)))
-        return [u if isinstance(u, Exception) else self._guard(self._result, ctx, *u)
+        return [u if isinstance(u, Exception) else catch_item_error(self._result, ctx, *u)
                 for ctx, u in zip(ctxs, upstream)]
-
-    @staticmethod
-    def _guard(fn, *args):
-        try:
-            return fn(*args)
-        except ItemError as e:
-            return e
 
     def _espeak(self, words):
         """Phonemise out-of-dictionary words in one call; remembered per worker."""

@@ -70,13 +70,8 @@ class Pose(Stage):
                 "keypoint_columns": ["x", "y", "z", "visibility"]}
 
     def setup(self):
-        from ..landmarks import close_at_exit, resolve_model
-        cfg = self.config
-        path, _ = resolve_model(cfg.model_path, MODEL_FILE, self.name)
-        res = {"make_task": lambda: _make_landmarker(cfg, path)}
-        if cfg.running_mode == "image":
-            res["task"] = close_at_exit(res["make_task"]())
-        return res
+        from ..landmarks import task_resources
+        return task_resources(self.config, MODEL_FILE, self.name, _make_landmarker)
 
     def compute(self, ctx):
         import cv2
