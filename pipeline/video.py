@@ -26,6 +26,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames of the item's span the vision stages look at."""
+    every: int = 5                      # every k-th frame of the span ...
+    rate_hz: Optional[float] = None     # ... or this rate, at the window rule's centres
+    window_s: float = 1.0               # window length for rate_hz (hop 1 / rate_hz)
 
 from .stage import ConfigError, ItemError
 from .windows import time_windows

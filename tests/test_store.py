@@ -1,6 +1,5 @@
 """Shards: layout readable with plain h5py, verification, adoption after a crash."""
 import h5py
-import numpy as np
 import pytest
 
 from pipeline.store import Index, verify

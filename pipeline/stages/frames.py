@@ -13,26 +13,16 @@ Arrays: embedding (T, D) float32, frame (T,) frame index in the file.
 Meta: the sampling facts of pipeline/video.py.
 """
 from dataclasses import dataclass
-from typing import Optional
 
+from ..cnn import CnnOptions
 from ..stage import ConfigError, Result, Seq, Stage
-from ..video import VideoSpan, sampling_of
+from ..video import FrameSampling, VideoSpan, sampling_of
 from . import STAGES
 
 
 @dataclass(frozen=True)
-class Config:
-    every: int = 5
-    rate_hz: Optional[float] = None
-    window_s: float = 1.0
-    arch: str = "resnet18"
-    weights: str = "imagenet"           # imagenet, a torchvision weights name, or random
-    weights_path: Optional[str] = None
-    seed: Optional[int] = None          # for weights=random
+class Config(FrameSampling, CnnOptions):
     size: int = 224                     # shorter side of the resized frame
-    batch_size: int = 32
-    device: Optional[str] = None        # None: cuda when present
-    threads: int = 1                    # torch threads per worker
 
 
 @STAGES.register()

