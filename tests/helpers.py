@@ -67,3 +67,15 @@ def index_rows(cache, sql, *params):
         db.close()
 
 
+def word_contexts(*texts):
+    """Item contexts whose `words` upstream is the words stage's output, as a shard gives it."""
+    from pipeline.context import ItemContext
+    from pipeline.manifest import Item
+    from pipeline.stages.words import Config as WordsConfig, Words
+    out = []
+    for i, text in enumerate(texts):
+        item = Item(f"u{i}", "test", text=text)
+        words = Words(WordsConfig()).compute(ItemContext(item, {}))
+        stored = ({k: a.data for k, a in words.arrays.items()}, words.meta)
+        out.append(ItemContext(item, {}, {"words": lambda s=stored: s}))
+    return out

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 
 import pipeline.store as store_mod
-from pipeline.context import ItemContext
 from pipeline.graph import resolve
-from pipeline.manifest import Item
 from pipeline.stage import ConfigError, make_config
 from pipeline.stages.glove import Glove
-from pipeline.stages.words import Config as WordsConfig, Words
+from tests.helpers import word_contexts as contexts
 
 DIM = 6
 VOCAB = ["the", "cat", "sat", "did", "n't", "co", "operate", "a", "mat", ".", "zebra"]
@@ -34,16 +32,6 @@ def glove_file(tmp_path):
 def stage_for(**options):
     (spec,) = [s for s in resolve(["glove"], {"glove": options}) if s.name == "glove"]
     return spec.stage
-
-
-def contexts(*texts):
-    out = []
-    for i, text in enumerate(texts):
-        item = Item(f"u{i}", "test", text=text)
-        words = Words(WordsConfig()).compute(ItemContext(item, {}))
-        stored = ({k: a.data for k, a in words.arrays.items()}, words.meta)   # as a shard gives it
-        out.append(ItemContext(item, {}, {"words": lambda s=stored: s}))
-    return out
 
 
 def test_file_vectors_oov_and_pieces(glove_file):

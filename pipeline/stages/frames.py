@@ -32,7 +32,7 @@ class Frames(Stage):
     Config = Config
     reads = ("video",)
     batch_items = 8              # a video item costs ~1 s: small tasks keep every worker busy
-    runtime_options = ("batch_size", "threads")   # cannot change the output: not in the key
+    runtime_options = ("batch_size", "device", "threads")   # cannot change the output: not in the key
     gpu = True
 
     def validate(self):
