@@ -92,6 +92,15 @@ class Head(nn.Module):
     def classify(self, batch):
         raise NotImplementedError
 
+    def loss(self, logits, batch):
+        """The training objective for a batch: cross-entropy, plus whatever
+        auxiliary terms the head computed in `classify` (kept in
+        `self.aux_losses`, name -> scalar tensor, already weighted)."""
+        loss = nn.functional.cross_entropy(logits, batch["label"])
+        for term in getattr(self, "aux_losses", {}).values():
+            loss = loss + term
+        return loss
+
     @classmethod
     def inputs(cls, config) -> dict:
         raise NotImplementedError

@@ -92,7 +92,7 @@ def predict(model, batches, device) -> dict:
     for batch in batches:
         batch = to_device(batch, device)
         logits = model(batch)
-        loss_sum += nn.functional.cross_entropy(logits, batch["label"], reduction="sum").item()
+        loss_sum += model.loss(logits, batch).item() * len(batch["id"])
         ids += batch["id"]
         y_true += batch["label"].tolist()
         y_pred += logits.argmax(-1).tolist()
@@ -133,7 +133,7 @@ def _fit(model, train_batches, dev_batches, config, classes, device, checkpoint,
         for batch in bar:
             batch = to_device(batch, device)
             logits = model(batch)
-            loss = nn.functional.cross_entropy(logits, batch["label"])
+            loss = model.loss(logits, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip > 0:
