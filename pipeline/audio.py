@@ -65,13 +65,16 @@ def load_span(media, sr: int, resample: bool = True):
 
     Stereo is averaged to mono; other rates are resampled (soxr) unless
     `resample` is False, in which case a rate mismatch is an item error.
+    A video file's audio track is decoded by ffmpeg.
     """
-    import numpy as np
     import soundfile as sf
 
     path = media.path
     if not os.path.exists(path):
         raise ItemError(f"audio file not found: {path}")
+    if os.path.splitext(path)[1].lower() in VIDEO_SUFFIXES:
+        y, file_sr = _video_audio(media)
+        return _to_mono_rate(y, file_sr, sr, resample, path)
     _check_wav_complete(path)
     try:
         info = sf.info(path)
@@ -86,6 +89,12 @@ def load_span(media, sr: int, resample: bool = True):
                         f"({info.frames / info.samplerate:.3f}s)")
     y, file_sr = sf.read(path, start=start, stop=min(stop, info.frames), dtype="float32",
                          always_2d=True)
+    return _to_mono_rate(y, file_sr, sr, resample, path)
+
+
+def _to_mono_rate(y, file_sr, sr, resample, path):
+    """(samples, channels) at file_sr -> mono float32 at sr."""
+    import numpy as np
     y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
     if file_sr != sr:
         if not resample:
@@ -93,6 +102,36 @@ def load_span(media, sr: int, resample: bool = True):
         import librosa
         y = librosa.resample(y, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+# Containers libsndfile cannot open: their audio track is decoded by ffmpeg
+# (MELD clips, Aff-Wild2 and CMU-MOSEI videos have no separate audio file).
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".flv"})
+
+
+def _video_audio(media):
+    """The audio track of a video file over the media's span, at its own rate
+    and channels: ffmpeg decodes it to float WAV on a pipe (no temporary file)."""
+    import io
+    import subprocess
+    import soundfile as sf
+    command = ["ffmpeg", "-nostdin", "-v", "error"]
+    if media.start:
+        command += ["-ss", f"{media.start:.6f}"]
+    if media.end is not None:
+        command += ["-t", f"{media.end - (media.start or 0.0):.6f}"]
+    command += ["-i", media.path, "-map", "0:a:0", "-vn", "-f", "wav", "-c:a", "pcm_f32le", "-"]
+    try:
+        result = subprocess.run(command, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise ItemError(f"ffmpeg is needed to read the audio of {media.path} and is not installed") from None
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise ItemError(f"cannot decode the audio track of {media.path}: {message[-1] if message else 'ffmpeg failed'}")
+    y, file_sr = sf.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
+    if len(y) == 0:
+        raise ItemError(f"no audio samples in the span {media.start}s-{media.end}s of {media.path}")
+    return y, file_sr
 
 
 def _check_wav_complete(path):

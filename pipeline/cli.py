@@ -196,6 +196,8 @@ def _locked(cache_dir):
 
 
 def _print_warnings(items):
+    for line in getattr(items, "report", ()):
+        print(f"reader: {line}", file=sys.stderr)
     warned = [(it.id, w) for it in items for w in it.warnings]
     for item_id, w in warned[:10]:
         print(f"warning: {item_id}: {w}", file=sys.stderr)
@@ -314,12 +316,17 @@ def cmd_inspect(args):
 
 def cmd_demo(args):
     from .demo import make_demo
-    opts = {"quirks": args.quirks}
+    opts = {"quirks": True} if args.quirks else {}   # only layouts that have bad-input cases take it
     if args.utterances_per_speaker:
         opts["utterances_per_speaker"] = args.utterances_per_speaker
     if args.no_video:
         opts["video"] = False
-    make_demo(args.layout, args.out, size=args.size, seed=args.seed, **opts)
+    try:
+        make_demo(args.layout, args.out, size=args.size, seed=args.seed, **opts)
+    except ValueError as e:      # an option the layout lacks, a folder that is not a demo corpus
+        if isinstance(e, UnknownName):
+            raise
+        raise UsageError(str(e)) from None
     print(f"wrote a {args.size} {args.layout} demo corpus to {args.out}")
 
 

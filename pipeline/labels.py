@@ -1,23 +1,44 @@
-"""Label sets: named maps from a corpus's label codes to training classes.
+"""Label sets: named maps from a corpus's label codes to training targets.
 
 The maps are data (`manifests/labelsets.toml`), so adding a protocol's label
 set never touches code. `apply(item, "4class")` gives the item's class in that
 set, or None when the set drops the item's code.
+
+A set has a kind (`KINDS`): `classes` maps codes to classes (the default);
+the others read a numeric score (e.g. CMU-MOSEI's sentiment in [-3, 3]):
+`regression` keeps the number itself as the target, `rounded` clips it to a
+range and rounds it to an integer class ("-3" .. "3"), `threshold` splits it
+into two classes at a value. `kind(corpus, name)` says whether training on
+the set is a classification or a regression.
 """
 from __future__ import annotations
 
+import math
 import tomllib
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from .registry import UnknownName
 
 LABELSETS_FILE = Path(__file__).resolve().parent.parent / "manifests" / "labelsets.toml"
 
 
+@dataclass(frozen=True)
+class LabelSet:
+    kind: str                       # a key of KINDS
+    classes: tuple                  # class names in index order (empty for a regression)
+    key: str                        # the entry of Item.labels the set reads
+    rule: object                    # label value -> class name, number, or None (dropped)
+    mapping: dict = field(default_factory=dict)    # kind "classes": code -> class
+    range: tuple = ()               # kinds "regression" and "rounded": (lo, hi)
+
+
 @lru_cache(maxsize=None)
 def _sets() -> dict:
-    """corpus -> (label key, {set name: (classes tuple, {code: class})})."""
+    """corpus -> (label key, {set name: LabelSet})."""
     with open(LABELSETS_FILE, "rb") as f:
         data = tomllib.load(f)
     return {corpus: _parse_corpus(corpus, entry) for corpus, entry in data.items()}
@@ -27,18 +48,81 @@ def _parse_corpus(corpus, entry):
     key = entry.get("label")
     if not isinstance(key, str):
         raise ValueError(f"{LABELSETS_FILE}: [{corpus}] needs a `label` entry naming the Item label")
-    sets = {name: _parse_set(corpus, name, spec) for name, spec in entry.get("sets", {}).items()}
+    sets = {name: _parse_set(corpus, name, spec, key) for name, spec in entry.get("sets", {}).items()}
     return key, sets
 
 
-def _parse_set(corpus, name, spec):
+def _parse_set(corpus, name, spec, default_key):
+    where = f"{LABELSETS_FILE}: [{corpus}.sets.{name}]"
+    kind = spec.get("kind", "classes")
+    if kind not in KINDS:
+        raise ValueError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    return KINDS[kind](where, spec, spec.get("label", default_key))
+
+
+def _classes_set(where, spec, key):
     classes = tuple(spec["classes"])
     mapping = dict(spec.get("map") or {c: c for c in classes})
     strays = sorted(set(mapping.values()) - set(classes))
     if strays:
-        raise ValueError(f"{LABELSETS_FILE}: [{corpus}.sets.{name}] maps to {strays}, "
-                         f"which are not among its classes {list(classes)}")
-    return classes, mapping
+        raise ValueError(f"{where} maps to {strays}, which are not among its classes {list(classes)}")
+    return LabelSet("classes", classes, key, mapping.get, mapping)
+
+
+def _range(where, spec):
+    lo, hi = spec.get("range") or (None, None)
+    if not (isinstance(lo, int) and isinstance(hi, int) and lo < hi):
+        raise ValueError(f"{where} needs `range = [lo, hi]`, two integers with lo < hi")
+    return lo, hi
+
+
+def _regression_set(where, spec, key):
+    return LabelSet("regression", (), key, number, range=_range(where, spec))
+
+
+def _rounded_set(where, spec, key):
+    lo, hi = _range(where, spec)
+
+    def rule(value):
+        x = number(value)
+        return None if x is None else str(int(round_clip(x, lo, hi)))
+    return LabelSet("rounded", tuple(str(k) for k in range(lo, hi + 1)), key, rule, range=(lo, hi))
+
+
+def _threshold_set(where, spec, key):
+    classes = tuple(spec.get("classes", ()))
+    at, equal = spec.get("threshold", 0.0), spec.get("equal", "high")
+    if len(classes) != 2 or equal not in ("high", "drop"):
+        raise ValueError(f"{where} needs two `classes` (below, above) and `equal` = \"high\" or \"drop\"")
+
+    def rule(value):
+        x = number(value)
+        if x is None or (x == at and equal == "drop"):
+            return None
+        return classes[int(x >= at)]
+    return LabelSet("threshold", classes, key, rule)
+
+
+KINDS = {"classes": _classes_set, "regression": _regression_set, "rounded": _rounded_set,
+         "threshold": _threshold_set}
+
+
+def number(value):
+    """A label value as a finite float (numbers, or numeric strings from a
+    table), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def round_clip(values, lo, hi):
+    """Scores clipped to [lo, hi] and rounded to the nearest integer, halves
+    to even (numpy's rounding, which the usual CMU-MOSEI ACC-7 code uses)."""
+    return np.round(np.clip(np.asarray(values, dtype=np.float64), lo, hi)).astype(np.int64)
 
 
 def corpora() -> list:
@@ -50,25 +134,41 @@ def set_names(corpus) -> list:
     return sorted(_corpus(corpus)[1])
 
 
-def label_key(corpus) -> str:
-    """The entry of Item.labels that this corpus's label sets read."""
-    return _corpus(corpus)[0]
+def label_key(corpus, name=None) -> str:
+    """The entry of Item.labels that set `name` reads (without a name: the
+    corpus's default, which every set reads unless it names another)."""
+    return _corpus(corpus)[0] if name is None else _set(corpus, name).key
 
 
 def label_set(corpus, name) -> dict:
-    """code -> class for one label set (a copy: callers may change it)."""
-    return dict(_set(corpus, name)[1])
+    """code -> class for one label set of kind `classes` (a copy: callers may change it)."""
+    s = _set(corpus, name)
+    if s.kind != "classes":
+        raise ValueError(f"label set {name!r} of {corpus} is of kind {s.kind}, not a map of codes")
+    return dict(s.mapping)
 
 
 def classes(corpus, name) -> list:
-    """The set's classes in their fixed order (class index = position)."""
-    return list(_set(corpus, name)[0])
+    """The set's classes in their fixed order (class index = position);
+    empty for a regression set."""
+    return list(_set(corpus, name).classes)
+
+
+def kind(corpus, name) -> str:
+    """"regression" for a set whose target is a number, else "classification"."""
+    return "regression" if _set(corpus, name).kind == "regression" else "classification"
+
+
+def value_range(corpus, name) -> tuple:
+    """(lo, hi) of a regression or rounded set's scores."""
+    return _set(corpus, name).range
 
 
 def apply(item, name):
-    """The item's class in label set `name`, or None when the set drops it."""
-    key = label_key(item.corpus)
-    return _set(item.corpus, name)[1].get(item.labels.get(key))
+    """The item's class (or, for a regression set, its number) in label set
+    `name`, or None when the set drops it."""
+    s = _set(item.corpus, name)
+    return s.rule(item.labels.get(s.key))
 
 
 def _corpus(corpus):

@@ -11,6 +11,16 @@ from ..registry import Registry
 CORPORA = Registry("corpus")
 
 
+class Items(list):
+    """A reader's items plus its report: findings that belong to no single
+    item (annotations without media, segments without labels, dropped
+    entries), one line each. `pipeline extract` prints them with the item
+    warnings."""
+
+    def __init__(self, items=(), report=()):
+        super().__init__(items)
+        self.report = list(report)
+
 
 def load_all():
     # Every module in this package registers itself on import.

@@ -1,11 +1,14 @@
 """Reading corpus text files whose encoding is not quite what it claims.
 
 Corpus releases are mostly UTF-8 with a few lines of Windows-1252 bytes (curly
-quotes, dashes) pasted in. Decoding must never fail: such a line is decoded as
-Windows-1252 and reported, so the reader can attach the problem to the item
-the line belongs to.
+quotes, dashes) pasted in. Decoding must never fail: the bytes of such a line
+that are not UTF-8 are decoded as Windows-1252 (the rest of the line stays
+UTF-8) and the line is reported, so the reader can attach the problem to the
+item the line belongs to.
 """
 from __future__ import annotations
+
+import codecs
 
 
 def read_text(path) -> tuple[str, dict]:
@@ -31,13 +34,30 @@ def decode_text(data: bytes) -> tuple[str, dict]:
 
 
 def _decode_line(raw: bytes):
+    """The line as UTF-8 where it is valid UTF-8; only the byte runs that are
+    not are decoded as Windows-1252, so a curly quote pasted into a line that
+    also holds real UTF-8 (an accented name) leaves the rest intact."""
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as e:
         bad = raw[e.start:e.start + 1].hex()
         where = f"byte 0x{bad} at column {e.start + 1}"
+    return raw.decode("utf-8", errors=_CP1252_RUNS), f"not valid UTF-8 ({where}); decoded as Windows-1252"
+
+
+def _cp1252_runs(error: UnicodeDecodeError):
+    """Codec error handler: the offending bytes as Windows-1252; the five byte
+    values cp1252 leaves undefined as Latin-1, which decodes anything."""
+    run = error.object[error.start:error.end]
+    return "".join(_cp1252_byte(b) for b in run), error.end
+
+
+def _cp1252_byte(b: int) -> str:
     try:
-        return raw.decode("cp1252"), f"not valid UTF-8 ({where}); decoded as Windows-1252"
+        return bytes([b]).decode("cp1252")
     except UnicodeDecodeError:
-        # cp1252 leaves five byte values undefined; latin-1 decodes anything.
-        return raw.decode("latin-1"), f"not valid UTF-8 ({where}); decoded as Latin-1"
+        return chr(b)
+
+
+_CP1252_RUNS = "emocache-cp1252-runs"
+codecs.register_error(_CP1252_RUNS, _cp1252_runs)

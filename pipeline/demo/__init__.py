@@ -5,14 +5,17 @@ Each layout (a corpus's on-disk format) is a module registered in
 DEMO_LAYOUTS; later corpora add a module here rather than a new generator.
 """
 import inspect
+import re
+import shutil
 from importlib import import_module
+from pathlib import Path
 
 from ..registry import Registry
 
 DEMO_LAYOUTS = Registry("demo layout")
 TRUTH_FILE = "emocache_demo_truth.json"
 
-_MODULES = ("iemocap",)
+_MODULES = ("iemocap", "mosei", "affwild2", "meld")
 
 
 def load_all():
@@ -31,3 +34,28 @@ def make_demo(layout, out, size="small", seed=0, **opts) -> dict:
         raise ValueError(f"demo layout {layout!r} has no option {', '.join(unknown)} "
                          f"(options: {', '.join(sorted(known))})")
     return make(out, size=size, seed=seed, **opts)
+
+
+def prepare(out, ours) -> Path:
+    """Make folder `out` ready for a demo corpus whose top-level entries match
+    the regular expression `ours`: a previous demo corpus there is replaced,
+    anything else is refused."""
+    out = Path(out)
+    if out.exists():
+        pattern = re.compile(f"(?:{ours})$|" + re.escape(TRUTH_FILE) + "$")
+        strangers = [p.name for p in out.iterdir() if not pattern.match(p.name)]
+        if strangers:
+            raise ValueError(f"{out} holds files that are not a demo corpus ({', '.join(sorted(strangers)[:5])}); "
+                             "choose an empty or new folder")
+        for p in out.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def count(values) -> dict:
+    """{value: how often}, sorted by value."""
+    counts = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,6 +1,8 @@
 """How a demo corpus expresses each emotion: what is said, and how.
 
-Keyed by IEMOCAP's codes; other layouts map their own labels onto these. The
+Keyed by IEMOCAP's codes; other layouts map their own labels onto these
+(the IEMOCAP demo speaks sur, fea and dis neutrally, as codes its label sets
+drop; the MELD and Aff-Wild2 demos use their rows). The
 two cues are kept apart on purpose: an item can carry its emotion in its
 wording, in its prosody, or in both, and the neutral row is what an item uses
 for the cue that must not give the label away.
@@ -60,6 +62,36 @@ WORDING = {
         "You keep sending me back here.",
         "Why is everything so complicated?",
     ),
+    "sur": (
+        "Wait, you did what?",
+        "No way, is that really you?",
+        "I did not see that coming at all!",
+        "You got married? Since when?",
+        "Really? Right here in this room?",
+        "Oh! I had no idea you were back.",
+        "What? Are you serious?",
+        "How on earth did that happen?",
+    ),
+    "fea": (
+        "Please, I'm scared, don't leave me here.",
+        "Did you hear that noise outside?",
+        "I think someone is following us.",
+        "Oh no, what if they find out?",
+        "I'm terrified of what comes next.",
+        "Stay close, something is wrong here.",
+        "I can't breathe, I'm so afraid.",
+        "Don't open that door, please.",
+    ),
+    "dis": (
+        "Ew, that is absolutely disgusting.",
+        "Gross, get that thing away from me.",
+        "That smells like rotten eggs.",
+        "I can't believe you ate that, yuck.",
+        "This place is filthy and revolting.",
+        "Ugh, there's hair in my soup.",
+        "That is the nastiest thing I ever saw.",
+        "You are sick, that is so gross.",
+    ),
     NEUTRAL: (
         "The office opens at nine.",
         "Please fill in this form.",
@@ -74,7 +106,8 @@ WORDING = {
 
 # Prosody per emotion: (pitch shift in espeak-ng's 0..99 scale, words per
 # minute, loudness in espeak-ng's amplitude scale). Anger is loud and fast,
-# sadness low, slow and soft; happy and excited are high, excited more so.
+# sadness low, slow and soft; happy and excited are high, excited more so;
+# surprise highest, fear high, fast and faint, disgust low and slow.
 # Rates are espeak-ng's for words spoken one at a time, which come out slower
 # than the same rate inside a sentence.
 PROSODY = {
@@ -83,9 +116,27 @@ PROSODY = {
     "exc": (38, 255, 160),
     "sad": (-26, 130, 45),
     "fru": (-10, 175, 150),
+    "sur": (46, 225, 135),
+    "fea": (32, 240, 60),
+    "dis": (-18, 150, 115),
     NEUTRAL: (0, 195, 90),
 }
 
 # Bracketed non-speech tokens a transcript may carry (never spoken in the audio).
 NONSPEECH = {"hap": "[LAUGHTER]", "exc": "[LAUGHTER]"}
 DEFAULT_NONSPEECH = "[BREATHING]"
+
+
+def tone(code, name, base_pitch, rng):
+    """The espeak-ng Voice `name` speaking with `code`'s prosody around
+    `base_pitch`, jittered by `rng` (a pitch step, then a rate step)."""
+    import numpy as np
+    from .speech import Voice
+    shift, rate, amplitude = PROSODY[code]
+    pitch = int(np.clip(base_pitch + shift + 4 * int(rng.integers(-1, 2)), 0, 99))
+    return Voice(name, pitch, rate + 10 * int(rng.integers(-1, 2)), amplitude)
+
+
+def sentence(code, rng):
+    """One of `code`'s sentences, drawn with `rng`."""
+    return WORDING[code][int(rng.integers(len(WORDING[code])))]

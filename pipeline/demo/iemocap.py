@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import DEMO_LAYOUTS, TRUTH_FILE
-from .emotions import DEFAULT_NONSPEECH, NEUTRAL, NONSPEECH, PROSODY, WORDING
-from .speech import FRAME, SAMPLE_RATE, Synth, Voice, resample, to_int16, write_wav
+from . import DEMO_LAYOUTS, TRUTH_FILE, count as _count, prepare
+from .emotions import DEFAULT_NONSPEECH, NEUTRAL, NONSPEECH, PROSODY, sentence, tone
+from .speech import FRAME, SAMPLE_RATE, Synth, Voice, mix, resample, to_int16, words_of, write_wav
 from . import video as vid
 
 VERSION = 1
@@ -131,12 +129,12 @@ def make_iemocap(out, size="small", seed=0, utterances_per_speaker=None, video=T
     per_speaker = SIZES[size] if utterances_per_speaker is None else int(utterances_per_speaker)
     if per_speaker < 1:
         raise ValueError("utterances_per_speaker must be at least 1")
-    out = _prepare(Path(out))
+    out = prepare(out, r"Session\d+")
     dialogs = _plan(per_speaker, seed)
     utterances = [u for d in dialogs for u in d.utterances]
     bad = _pick_quirks(utterances, seed) if quirks else {}
     synth = Synth(workers)
-    synth.prefetch((_words(u.sentence), u.voice) for u in utterances)
+    synth.prefetch((words_of(u.sentence), u.voice) for u in utterances)
     # Dialog by dialog, so memory holds the synthesised pool and one dialog per thread.
     with ThreadPoolExecutor(synth.workers) as pool:
         videos = pool.map(lambda d: _make_dialog(out, d, synth, seed, video, dialog_audio), dialogs)
@@ -144,20 +142,6 @@ def make_iemocap(out, size="small", seed=0, utterances_per_speaker=None, video=T
     truth = _truth(dialogs, video_truth, bad, seed, dict(size=size, utterances_per_speaker=per_speaker))
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
     return truth
-
-
-def _prepare(out):
-    """Make `out` ready; a previous demo corpus there is replaced, anything else is refused."""
-    if out.exists():
-        ours = re.compile(r"Session\d+$|" + re.escape(TRUTH_FILE) + "$")
-        strangers = [p.name for p in out.iterdir() if not ours.match(p.name)]
-        if strangers:
-            raise ValueError(f"{out} holds files that are not a demo corpus ({', '.join(sorted(strangers)[:5])}); "
-                             "choose an empty or new folder")
-        for p in out.iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 # ---------------------------------------------------------------- the plan
@@ -242,7 +226,7 @@ def _utterance(index, dialog, session, gender, number, code, cue, seed):
     variant = int(rng.integers(VARIANTS))
     sentence, voice = _realise(session, gender, code, cue, variant, seed)
     voice = replace(voice, amplitude=voice.amplitude + int(rng.integers(-8, 9)))
-    spoken = _words(sentence)
+    spoken = words_of(sentence)
     tokens = tuple(f"{w}(2)" if w in VARIANT_WORDS and rng.random() < 0.5 else w
                    for w in (s.upper() for s in spoken))
     tag = NONSPEECH.get(code, DEFAULT_NONSPEECH) if rng.random() < 0.2 else None
@@ -261,19 +245,13 @@ def _realise(session, gender, code, cue, variant, seed):
                                  _code_index(code), ("both", "prosody", "words", "none").index(cue), variant])
     word_code = code if cue in ("both", "words") else NEUTRAL
     tone_code = code if cue in ("both", "prosody") else NEUTRAL
-    sentence = WORDING[word_code][int(rng.integers(len(WORDING[word_code])))]
+    said = sentence(word_code, rng)
     name, base_pitch = VOICES[session]["FM".index(gender)]
-    shift, rate, amplitude = PROSODY[tone_code]
-    pitch = int(np.clip(base_pitch + shift + 4 * int(rng.integers(-1, 2)), 0, 99))
-    return sentence, Voice(name, pitch, rate + 10 * int(rng.integers(-1, 2)), amplitude)
+    return said, tone(tone_code, name, base_pitch, rng)
 
 
 def _code_index(code):
     return (LABELLED + DROPPED).index(code)
-
-
-def _words(sentence):
-    return re.findall(r"[A-Za-z']+", sentence)
 
 
 def _add_suffix_letter(dialogs):
@@ -303,7 +281,7 @@ def _pick_quirks(utterances, seed):
 
 def _speak(u, synth):
     """The turn's samples; records its word spans and length."""
-    samples, u.spans = synth.say(_words(u.sentence), u.voice, u.gap, u.lead, u.tail)
+    samples, u.spans = synth.say(words_of(u.sentence), u.voice, u.gap, u.lead, u.tail)
     u.length = len(samples)
     return samples
 
@@ -332,10 +310,7 @@ def _dialog_signal(dialog, clips, seed):
     """The dialog's audio: a faint noise floor (so no two turns have the same
     bytes, even when they reuse a synthesis) with the turns added in."""
     rng = np.random.default_rng([seed, _DIALOG, dialog.session, dialog.index, 1])
-    signal = rng.normal(0, 4 / 32768, dialog.length).astype(np.float32)
-    for u, clip in zip(dialog.utterances, clips):
-        signal[u.start:u.end] += clip / 32768
-    return to_int16(signal)
+    return mix(dialog.length, [(u.start, clip) for u, clip in zip(dialog.utterances, clips)], rng)
 
 
 # ---------------------------------------------------------------- files
@@ -581,10 +556,3 @@ def _item_truth(u, seed):
 
 def _relative(path, out):
     return Path(path).relative_to(out).as_posix()
-
-
-def _count(values):
-    counts = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return dict(sorted(counts.items()))

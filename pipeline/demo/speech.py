@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -133,6 +134,22 @@ def _trim(x):
     if loud.size == 0:
         return x[:0]
     return x[max(loud[0] - _EDGE_MARGIN, 0):loud[-1] + _EDGE_MARGIN + 1].copy()
+
+
+def words_of(text) -> list:
+    """The words espeak-ng is asked to say: (Latin) letters and apostrophes,
+    curly ones made straight; no other punctuation."""
+    return re.findall(r"[A-Za-z\u00c0-\u024f']+", text.replace("\u2019", "'"))
+
+
+def mix(length, placed, rng, floor=4 / 32768):
+    """int16 track of `length` samples: a faint noise floor from `rng` (so no
+    two tracks share bytes, even when they reuse a synthesis) with the int16
+    clips of `placed` [(first sample, clip)] added in."""
+    signal = rng.normal(0, floor, length).astype(np.float32)
+    for start, clip in placed:
+        signal[start:start + len(clip)] += clip[:max(length - start, 0)] / 32768
+    return to_int16(signal)
 
 
 def resample(x, rate_in, rate_out):

@@ -4,13 +4,15 @@ The people are a real photograph shipped with scikit-image (the astronaut),
 cut to head and shoulders with a soft oval edge; the second person is the same
 photo mirrored and tinted so the two halves differ. Each sways a few pixels
 and can step out of the picture for given frame ranges, which a test can
-compare face detections against. Frames are composed and written one at a
-time: a video is never held in memory.
+compare face detections against, and can change its look (an expression,
+see `warped`) for given frame ranges. Frames are composed and written one at
+a time: a video is never held in memory. `write_clip` adds a sound track.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +45,11 @@ class Track:
     y: int
     sway: tuple = (5.0, 3.0, 4.0, 0.0)      # x and y amplitude (px), period (s), phase (rad)
     away: tuple = ()                        # (first frame, end frame) ranges out of the picture
+    looks: tuple = ()                       # (first frame, end frame, Person) ranges showing another look
+
+    def look(self, frame):
+        """The person as shown in this frame (an expression's look, or the plain one)."""
+        return next((p for a, b, p in self.looks if a <= frame < b), self.person)
 
     def position(self, frame, fps=FPS):
         ax, ay, period, phase = self.sway
@@ -86,6 +93,23 @@ def _person(crop, face_width, mirrored=False):
     return Person(image, _oval_mask(size), face)
 
 
+def warped(person, stretch=1.0, shear=0.0):
+    """The person with the face stretched vertically by `stretch` and sheared
+    (x shifted by `shear` times the height above or below the face centre),
+    both about the face centre: a change of face shape that survives the
+    face stage's normalisation (position, roll and eye distance removed)."""
+    import cv2
+    fx, fy, fw, fh = person.face
+    cy = fy + fh / 2
+    m = np.array([[1.0, shear, -shear * cy], [0.0, stretch, cy * (1 - stretch)]], np.float32)
+    w, h = person.size
+    image = cv2.warpAffine(person.image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(person.alpha[:, :, 0], m, (w, h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT)[:, :, None]
+    face = (fx, int(round(cy - fh * stretch / 2)), fw, int(round(fh * stretch)))
+    return Person(image, alpha, face)
+
+
 def _oval_mask(size):
     """A soft-edged oval filling the image, so no rectangle edge shows."""
     import cv2
@@ -127,9 +151,29 @@ def write_video(path, n_frames, tracks, fps=FPS, fourcc=FOURCC):
         writer.release()
 
 
+def write_clip(path, n_frames, tracks, samples, rate, fps=FPS):
+    """A video file with sound: the frames (as write_video) and int16 mono
+    `samples` at `rate` Hz, muxed by ffmpeg. The container follows the
+    suffix: .mp4 (MPEG-4 video, AAC audio) or .avi (MPEG-4 video, PCM audio)."""
+    import subprocess
+    import tempfile
+    from .speech import write_wav
+    path = Path(path)
+    audio_codec = {".mp4": "aac", ".avi": "pcm_s16le"}[path.suffix.lower()]
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        silent, wav = Path(tmp) / f"video{path.suffix}", Path(tmp) / "audio.wav"
+        write_video(silent, n_frames, tracks, fps, fourcc="mp4v" if path.suffix.lower() == ".mp4" else FOURCC)
+        write_wav(wav, samples, rate)
+        command = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(silent), "-i", str(wav),
+                   "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", audio_codec, str(path)]
+        result = subprocess.run(command, capture_output=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not mux {path}: {result.stderr.decode(errors='replace').strip()}")
+
+
 def _layout(frame, tracks, fps):
     """Who is where in this frame: ((person, x, y), ...) for those present."""
-    return tuple((t.person, *t.position(frame, fps)) for t in tracks if t.present(frame))
+    return tuple((t.look(frame), *t.position(frame, fps)) for t in tracks if t.present(frame))
 
 
 def _compose(layout):
