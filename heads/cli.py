@@ -57,11 +57,12 @@ def _parser():
     t.add_argument("--model", required=True, help="head name (see `heads list`)")
     t.add_argument("--cache", default=default_cache_dir())
     t.add_argument("--dataset", help="dataset in the cache (default: the only one)")
-    t.add_argument("--protocol", default="session", help="session, speaker, kfold, ratio, official")
+    t.add_argument("--protocol", default="session", help="session, speaker, kfold, ratio, holdout, official")
     t.add_argument("--dev", default="none", choices=DEV_CHOICES,
                    help="dev part for model selection (default: none, fixed epochs)")
     t.add_argument("--folds", type=int, default=10, help="kfold: number of folds")
-    t.add_argument("--ratios", default="3:1:1", help="ratio protocol: train:dev:test parts")
+    t.add_argument("--ratios", default="3:1:1",
+                   help="ratio protocol: train:dev:test parts; holdout: their shares (e.g. 7:1:2)")
     t.add_argument("--preset", default="paper", help="paper (the published recipe) or demo")
     t.add_argument("--config", help="TOML file of head options (flat keys)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="head option")
@@ -95,8 +96,13 @@ def cmd_list(args):
     if not heads:
         print("no heads registered")
     for name, cls in sorted(heads.items()):
+        if name in heads.aliases:
+            continue
         presets = ", ".join(cls.presets)
         print(f"{name:<12} {cls.description}")
+        aliases = sorted(a for a, target in heads.aliases.items() if target == name)
+        if aliases:
+            print(f"{'':<12} also named: {', '.join(aliases)}")
         print(f"{'':<12} needs {', '.join(cls.stages())} (pipeline extract --for {cls.manifest}); "
               f"presets: {presets}")
         variants = _variants(cls)
@@ -165,10 +171,10 @@ def _ratios(text):
 
 def cmd_train(args):
     from pipeline.api import Cache
-    from .data import Data
     from .metrics import aggregate
     from .protocols import Options, make_folds
     from .report import report_table, write_run
+    from .tasks import check_select_metric
     from .train import device_of, run_folds
 
     cls = load_all().get_or_fail(args.model)
@@ -181,11 +187,16 @@ def cmd_train(args):
     dataset = cache.dataset(args.dataset)
     check_cache(cache, dataset, cls, config)
 
-    data = Data(cache, dataset, cls.inputs(config), config.labelset)
+    data = cls.open_data(cache, dataset, config)
+    check_select_metric(data.task, config, cls.name)      # the label set decides the task
     for item_id, why in sorted(data.dropped.items()):
         print(f"heads: skipping {item_id}: extraction failed ({why})", file=sys.stderr)
     folds, leakage = make_folds(args.protocol, list(data.items.values()), options)
-    variant = getattr(config, "ablation", "full")
+    unused = len(data.items) - len({i for f in folds for i in (*f.train, *f.dev, *f.test)})
+    if unused:
+        print(f"heads: {unused} item(s) are in no part of the {args.protocol} protocol "
+              "(e.g. no split tag)", file=sys.stderr)
+    variant = cls.variant(config)
     out = Path(args.out or f"runs/{cls.name}-{variant}-{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}")
     device = device_of(args.device)
     print(f"{cls.name} ({variant}, preset {args.preset}) on {dataset}: {len(data.items)} items, "
@@ -196,14 +207,15 @@ def cmd_train(args):
     record = {
         "head": cls.name, "variant": variant, "preset": args.preset, "config": asdict(config),
         "dataset": dataset, "corpus": data.corpus, "labelset": config.labelset, "classes": data.classes,
+        "task": data.task.describe(),
         "protocol": {"name": args.protocol, "dev": args.dev, "k": args.folds if args.protocol == "kfold" else None,
-                     "ratios": list(options.ratios) if args.protocol == "ratio" else None,
+                     "ratios": list(options.ratios) if args.protocol in ("ratio", "holdout") else None,
                      "split_seed": args.seed,
                      "folds": [{"name": f.name, "train": len(f.train), "dev": len(f.dev), "test": len(f.test)}
                                for f in folds]},
         "leakage_check": leakage, "seeds": seeds, "device": str(device),
         "train_seconds": round(time.perf_counter() - t0, 1), "dropped_items": data.dropped,
-        "runs": runs, "overall": aggregate(runs, data.classes), "features": data.provenance(),
+        "runs": runs, "overall": aggregate(runs, data.classes, data.task.summary), "features": data.provenance(),
         "command": "heads " + " ".join(args.argv),
     }
     write_run(out, record)
@@ -218,7 +230,6 @@ def cmd_evaluate(args):
     import json
     from pipeline.api import Cache
     from pipeline.stage import make_config
-    from .data import Data
     from .metrics import aggregate
     from .report import load_run
     from .train import device_of, load_checkpoint, loader, predict, score
@@ -234,11 +245,12 @@ def cmd_evaluate(args):
     if part == "test" and dataset != record["dataset"]:
         raise UsageError(f"--part test needs the run's own dataset ({record['dataset']}); use --part all")
     check_cache(cache, dataset, cls, config)
-    data = Data(cache, dataset, cls.inputs(config), config.labelset)
+    data = cls.open_data(cache, dataset, config)
     if config.standardize == "speaker":
         data.normalise_per_speaker()
-    if data.classes != record["classes"]:
-        raise UsageError(f"label set classes differ: run {record['classes']}, dataset {data.classes}")
+    run_task = record.get("task") or {"kind": "classification", "classes": record["classes"]}
+    if data.task.describe() != run_task:
+        raise UsageError(f"the label set's task differs: run {run_task}, dataset {data.task.describe()}")
     device = device_of(args.device)
     runs = []
     for r in record["runs"]:
@@ -246,16 +258,18 @@ def cmd_evaluate(args):
         if ckpt["dims"] != data.dims():
             raise UsageError(f"{r['checkpoint']}: trained on input widths {ckpt['dims']}, "
                              f"the cache gives {data.dims()}")
-        ids = [i for i in r["predictions"] if i in data.items] if part == "test" else data.ids
+        tested = dict.fromkeys(data.item_of(i) for i in r["predictions"])
+        ids = [i for i in tested if i in data.items] if part == "test" else data.ids
         pred = predict(model, loader(data.subset(ids), config, shuffle=False), device)
-        metrics = score(pred, data.classes)
-        print(f"seed {r['seed']} {r['fold']}: WA {metrics['wa']:.3f} UA {metrics['ua']:.3f} ({len(ids)} items)")
+        metrics = score(pred, data.task)
+        print(f"seed {r['seed']} {r['fold']}: {data.task.headline(metrics)} ({len(ids)} items)")
         runs.append({"seed": r["seed"], "fold": r["fold"], "metrics": metrics})
-    overall = aggregate(runs, data.classes)
+    overall = aggregate(runs, data.classes, data.task.summary)
     out = run_dir / f"evaluate-{dataset}-{part}.json"
     out.write_text(json.dumps({"dataset": dataset, "part": part, "runs": runs, "overall": overall,
                                "features": data.provenance()}, indent=1, sort_keys=True) + "\n")
-    print(f"overall: WA {overall['wa']['mean']:.3f} UA {overall['ua']['mean']:.3f}; written to {out}")
+    means = {name: overall[name]["mean"] for name in data.task.summary}
+    print(f"overall: {data.task.headline(means)}; written to {out}")
 
 
 # --- report -----------------------------------------------------------------

@@ -24,20 +24,47 @@ from torch.utils.data import Dataset
 from pipeline import labels as labelsets
 from pipeline.api import NotInCache
 
-# (cache dir, shard, array) -> (values, offsets or None); per process.
+from . import tasks
+
+# (cache dir, shard, array[, "times"]) -> what was read; per process.
 _SHARD_ARRAYS: dict = {}
 _SHARD_PID = [os.getpid()]
 
 
-def shard_array(cache_dir, shard, array):
-    """The whole of one array of one shard: (values, offsets) — offsets is None for vectors."""
+def _per_process(key, read):
     if _SHARD_PID[0] != os.getpid():        # a forked worker: start its own table
         _SHARD_ARRAYS.clear()
         _SHARD_PID[0] = os.getpid()
-    key = (str(cache_dir), shard, array)
     if key not in _SHARD_ARRAYS:
-        _SHARD_ARRAYS[key] = _read_shard_array(Path(cache_dir) / shard, array)
+        _SHARD_ARRAYS[key] = read()
     return _SHARD_ARRAYS[key]
+
+
+def shard_array(cache_dir, shard, array):
+    """The whole of one array of one shard: (values, offsets) — offsets is None for vectors."""
+    return _per_process((str(cache_dir), shard, array),
+                        lambda: _read_shard_array(Path(cache_dir) / shard, array))
+
+
+def shard_times(cache_dir, shard, array):
+    """Seconds of every step of one sequence array of one shard (index it
+    with the array's offsets), read whole like `shard_array`."""
+    return _per_process((str(cache_dir), shard, array, "times"),
+                        lambda: _read_shard_times(Path(cache_dir) / shard, array))
+
+
+def _read_shard_times(path, array):
+    import h5py
+    with h5py.File(path, "r", locking=False) as f:
+        g = f["arrays"][array]
+        if "times" in g:
+            return g["times"][()]
+        # No stored times: each row's steps run at the array's rate from the row's offset.
+        offsets = g["offsets"][()]
+        lengths = np.diff(offsets)
+        starts = np.repeat(np.asarray(g.attrs["offsets_s"], dtype=np.float64), lengths)
+        steps = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+        return starts + steps / float(g.attrs["rate"])
 
 
 def _read_shard_array(path, array):
@@ -101,9 +128,9 @@ class Data:
             raise NotInCache(f"dataset {self.dataset} has no items")
         self.corpus = items[0].corpus
         self.labelset = labelset
-        self.classes = labelsets.classes(self.corpus, labelset)
-        kept = [(it, labelsets.apply(it, labelset)) for it in items]
-        kept = [(it, c) for it, c in kept if c is not None]
+        self.task = tasks.for_labelset(self.corpus, labelset)     # classification or regression
+        self.classes = self.task.classes
+        kept = self.label_items(items)
         ids = [it.id for it, _ in kept]
         self.sources = {}
         for stage in sorted({i.stage for i in self.inputs.values()}):
@@ -111,8 +138,14 @@ class Data:
         self.dropped = {i: f"{s.label}: {msg}" for s in self.sources.values() for i, msg in s.failed.items()}
         kept = [(it, c) for it, c in kept if it.id not in self.dropped]
         self.items = {it.id: it for it, _ in kept}
-        self.labels = {it.id: self.classes.index(c) for it, c in kept}
+        self.labels = {it.id: label for it, label in kept}
         self.item_stats = None              # item id -> {input: (mean, std)} when normalising per speaker
+
+    def label_items(self, items) -> list:
+        """[(item, label)] for the items the label set keeps (per-frame data
+        overrides this: one label per frame)."""
+        kept = [(it, labelsets.apply(it, self.labelset)) for it in items]
+        return [(it, self.task.target(c)) for it, c in kept if c is not None]
 
     def normalise_per_speaker(self):
         """Standardise every item's inputs with its speaker's statistics (over
@@ -133,9 +166,12 @@ class Data:
         return list(self.items)
 
     def dims(self) -> dict:
-        """input name -> trailing width (1 for scalars per step)."""
+        """feature input name -> trailing width (1 for scalars per step);
+        "ids" and "raw" inputs are not features and have no entry."""
         out = {}
         for name, inp in self.inputs.items():
+            if not inp.is_feature:
+                continue
             src = self.sources[inp.stage]
             shard = next(iter(src.locations.values()))[0]
             dims = array_dims(self.cache_dir, shard, inp.array)
@@ -147,8 +183,14 @@ class Data:
         return {label: {"config_id": s.config_id, "keys": {i: s.keys[i] for i in self.items}}
                 for label, s in self.sources.items()}
 
-    def subset(self, ids) -> "CachedDataset":
+    def subset(self, ids, train=False) -> "CachedDataset":
+        """The items `ids` as a Dataset (`train`: the training part, for data
+        that samples its training examples differently from its test ones)."""
         return CachedDataset(self, list(ids))
+
+    def item_of(self, example_id) -> str:
+        """The item an example (a prediction's id) comes from."""
+        return example_id
 
 
 class CachedDataset(Dataset):
@@ -175,15 +217,15 @@ class CachedDataset(Dataset):
                     b = min(b, a + inp.cap)
                 x = values[a:b]
             out[name] = _as_features(x, inp.kind)
-            if self.data.item_stats is not None:
+            if self.data.item_stats is not None and inp.is_feature:
                 mean, std = self.data.item_stats[item_id][name]
                 out[name] = (out[name] - mean) / std
         return out
 
 
 def _as_features(x, kind):
-    x = np.asarray(x, dtype=np.float32)
-    if kind == "seq":
+    x = np.asarray(x, dtype=np.int64 if kind == "ids" else np.float32)
+    if kind != "vec":
         return x.reshape(len(x), -1)
     return x.reshape(-1)
 
@@ -199,7 +241,7 @@ def collate(batch):
             out[name] = torch.from_numpy(np.stack(arrays))
             continue
         lengths = [len(a) for a in arrays]
-        padded = np.zeros((len(arrays), max(max(lengths), 1), arrays[0].shape[1]), dtype=np.float32)
+        padded = np.zeros((len(arrays), max(max(lengths), 1), arrays[0].shape[1]), dtype=arrays[0].dtype)
         mask = np.zeros(padded.shape[:2], dtype=bool)
         for j, a in enumerate(arrays):
             padded[j, :len(a)] = a
@@ -211,11 +253,13 @@ def collate(batch):
 
 def input_stats(dataset: "CachedDataset") -> dict:
     """input name -> (mean, std) per feature over every valid step of every
-    item (training fold only: test statistics must not leak into the model)."""
+    item (training fold only: test statistics must not leak into the model).
+    Only feature inputs ("seq", "vec") have statistics."""
     sums, sqs, counts = {}, {}, {}
+    features = {name for name, inp in dataset.data.inputs.items() if inp.is_feature}
     for i in range(len(dataset)):
         for name, x in dataset[i].items():
-            if name in ("id", "label"):
+            if name not in features:
                 continue
             x = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
             sums[name] = sums.get(name, 0.0) + x.sum(0)

@@ -18,14 +18,33 @@ from torch import nn
 
 from pipeline.stage import ConfigError, make_config
 
+from .tasks import Classification
+
 
 @dataclass(frozen=True)
 class Input:
-    """One cached array a head reads: stage spec, array name, kind and length cap."""
+    """One cached array a head reads: stage spec, array name, kind and length cap.
+
+    Kinds: "seq" (float32 steps) and "vec" (float32 vector) are features:
+    standardised and counted in the head's `dims`. "ids" (int64 steps, e.g.
+    phoneme ids) and "raw" (float32 steps as stored, e.g. word times with
+    nan) are read as they are: never standardised, not in `dims`. Every
+    kind but "vec" is padded per batch and gets a `<name>_mask`."""
     stage: str                      # stage spec, e.g. "fbank@tsin"
     array: str                      # array name in that stage's output, e.g. "fbank"
-    kind: Literal["seq", "vec"] = "seq"
-    cap: Optional[int] = None       # keep at most this many steps (seq only)
+    kind: Literal["seq", "vec", "ids", "raw"] = "seq"
+    cap: Optional[int] = None       # keep at most this many steps (not for vec)
+
+    @property
+    def is_feature(self) -> bool:
+        return self.kind in ("seq", "vec")
+
+
+# Dev metrics a run can select on: a classification's (WA, UA, WF1, MF1), a
+# regression's (heads/metrics.py regression_summary), and the loss. Whether
+# the chosen one fits the label set's task is checked when the data is known.
+SelectMetric = Literal["ua", "wa", "wf1", "mf1", "mf1_all", "mae", "corr", "acc2", "f1_2", "acc2_nonzero",
+                       "f1_2_nonzero", "acc7", "loss"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +60,7 @@ class TrainConfig:
     lr_step: int = 50               # step schedule: epochs between decays
     lr_gamma: float = 0.1           # step / plateau: decay factor
     clip: float = 0.0               # max gradient norm; 0 = no clipping
-    select_metric: Literal["ua", "wa", "wf1", "mf1", "loss"] = "ua"   # dev metric for selection
+    select_metric: SelectMetric = "ua"   # dev metric for selection (one of the task's: heads/tasks.py)
     patience: int = 0               # epochs without dev improvement before stopping; 0 = never stop early
     num_workers: int = 0            # DataLoader worker processes
     threads: int = 1                # CPU threads for torch (0: torch's default); small
@@ -67,6 +86,9 @@ class Head(nn.Module):
     description = ""
     Config = TrainConfig
     presets: dict = {"paper": {}}
+    # What the outputs mean and the base loss (heads/tasks.py); the training
+    # loop sets the label set's task on each model, so heads never choose it.
+    task = Classification()
 
     def __init__(self, config, dims: dict, n_classes: int):
         super().__init__()
@@ -93,10 +115,11 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def loss(self, logits, batch):
-        """The training objective for a batch: cross-entropy, plus whatever
-        auxiliary terms the head computed in `classify` (kept in
-        `self.aux_losses`, name -> scalar tensor, already weighted)."""
-        loss = nn.functional.cross_entropy(logits, batch["label"])
+        """The training objective for a batch: the task's loss (cross-entropy
+        for a classification, L1 for a regression), plus whatever auxiliary
+        terms the head computed in `classify` (kept in `self.aux_losses`,
+        name -> scalar tensor, already weighted)."""
+        loss = self.task.loss(logits, batch["label"])
         for term in getattr(self, "aux_losses", {}).values():
             loss = loss + term
         return loss
@@ -124,6 +147,18 @@ class Head(nn.Module):
                 raise ConfigError(f"head {cls.name}: {name} must be >= 1")
         if config.lr <= 0:
             raise ConfigError(f"head {cls.name}: lr must be > 0")
+
+    @classmethod
+    def open_data(cls, cache, dataset, config):
+        """The labelled data the head trains on: by default one example per
+        item (heads/data.py); per-frame heads return windows cut from items."""
+        from .data import Data
+        return Data(cache, dataset, cls.inputs(config), config.labelset)
+
+    @classmethod
+    def variant(cls, config) -> str:
+        """The name a run and the papers' table give this configuration."""
+        return getattr(config, "ablation", "full")
 
     @classmethod
     def stages(cls, config=None) -> list:
@@ -155,6 +190,24 @@ def pool_steps(x, mask, k):
     m = nn.functional.pad(mask, (0, pad)).view(b, -1, k)
     counts = m.sum(-1, keepdim=True).clamp_min(1).to(x.dtype)
     return x.sum(2) / counts, m.any(-1)
+
+
+def regroup(flat, flat_mask, lengths, lengths_mask):
+    """Cut each item's flat sequence (B, P) into consecutive groups of the
+    given lengths (B, N), e.g. a transcript's phoneme ids into words:
+    (B, N, L) with L the longest group, and its mask (B, N, L). Padded
+    groups count as empty; a step past the group's length or past the end
+    of the item's flat steps is masked and zero."""
+    lengths = torch.where(lengths_mask, lengths, torch.zeros_like(lengths))
+    starts = torch.cumsum(lengths, 1) - lengths
+    steps = torch.arange(max(int(lengths.max()) if lengths.numel() else 0, 1), device=flat.device)
+    index = starts.unsqueeze(-1) + steps                                  # (B, N, L)
+    b, n, length = index.shape
+    inside = (steps < lengths.unsqueeze(-1)) & (index < flat.shape[1])
+    flat_index = index.clamp(max=flat.shape[1] - 1).view(b, -1)
+    mask = inside & torch.gather(flat_mask, 1, flat_index).view(b, n, length)
+    values = torch.gather(flat, 1, flat_index).view(b, n, length)
+    return values * mask.to(values.dtype), mask
 
 
 def zero_pad(x, mask):

@@ -36,6 +36,7 @@ class Fold:
     test: list
     dev: list = field(default_factory=list)
     group: str = ""                 # "session" / "speaker": the attribute kept apart
+    unit: str = ""                  # an Item attribute or `extra` key (e.g. "dialog") no two parts share
 
 
 @dataclass(frozen=True)
@@ -179,21 +180,91 @@ def ratio_folds(items, options):
     return folds
 
 
+@PROTOCOLS.register("holdout")
+def holdout_split(items, options):
+    """One random train / dev / test split in the proportions of --ratios
+    (HarmoFusion's 6-class setting: 7:1:2, i.e. 70/10/20); a fixed seed
+    gives the same split."""
+    r_train, r_dev, r_test = options.ratios
+    if min(options.ratios) < 0 or r_train < 1 or r_test < 1:
+        raise ProtocolError(f"--ratios {':'.join(map(str, options.ratios))}: train and test need a share >= 1")
+    if options.dev != "none":
+        raise ProtocolError("the holdout protocol has its own dev part; leave --dev unset")
+    ids = sorted(it.id for it in items)
+    random.Random(options.seed).shuffle(ids)
+    total = r_train + r_dev + r_test
+    n_test = round(len(ids) * r_test / total)
+    n_dev = round(len(ids) * r_dev / total)
+    if n_test < 1 or len(ids) - n_test - n_dev < 1:
+        raise ProtocolError(f"holdout: {len(ids)} items are too few for --ratios "
+                            f"{':'.join(map(str, options.ratios))}")
+    test, dev, train = ids[:n_test], ids[n_test:n_test + n_dev], ids[n_test + n_dev:]
+    return [Fold("holdout", train, test, dev)]
+
+
 _SPLIT_NAMES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
                 "validation": "dev", "test": "test"}
 
 
+HFF_DEV_SHARE = 0.1
+
+
+@PROTOCOLS.register("hff")
+def last_session_dialog_dev(items, options):
+    """HFF's IEMOCAP split (DialogueGCN's and COGMEN's): the last session is
+    the test part; the other sessions train, with a tenth of their dialogues
+    (at least one, drawn with --seed) held out whole as the dev part."""
+    if options.dev != "none":
+        raise ProtocolError("the hff protocol has its own dev part (a tenth of the training "
+                            "dialogues); leave --dev unset")
+    sessions = _groups(items, "session")
+    if len(sessions) < 2:
+        raise ProtocolError(f"the hff protocol needs at least 2 sessions, found {len(sessions)}")
+    test_session, test = list(sessions.items())[-1]
+    rest = [it for it in items if it.session != test_session]
+    dialogs = sorted({_unit_of(it, "dialog") for it in rest})
+    if len(dialogs) < 2:
+        raise ProtocolError(f"the hff protocol needs at least 2 training dialogues, found {len(dialogs)}")
+    held = set(random.Random(options.seed).sample(dialogs, max(1, round(HFF_DEV_SHARE * len(dialogs)))))
+    train = [it.id for it in rest if _unit_of(it, "dialog") not in held]
+    dev = [it.id for it in rest if _unit_of(it, "dialog") in held]
+    return [Fold(f"session={test_session}", train, test, dev, "session", unit="dialog")]
+
+
+def _unit_of(item, unit):
+    """The item's attribute `unit`, or its `extra[unit]` (e.g. IEMOCAP's dialog)."""
+    value = getattr(item, unit) if hasattr(item, unit) else item.extra.get(unit)
+    if value is None:
+        raise ProtocolError(f"item {item.id} has no {unit} (an Item field or extra[{unit!r}])")
+    return value
+
+
 @PROTOCOLS.register("official")
 def official_split(items, options):
-    """The corpus's own train / dev / test tags (Item.split)."""
+    """The corpus's own train / dev / test tags (Item.split).
+
+    A corpus that withholds its test labels and publishes train and
+    validation parts only (Aff-Wild2's ABAW release) is scored on its
+    validation part, as its papers report: that part is then the test part,
+    so nothing is chosen on it; --dev next-session / next-speaker carves a
+    dev part out of the training items instead (whole sessions or speakers).
+    """
     parts = {"train": [], "dev": [], "test": []}
     untagged = []
     for it in items:
         part = _SPLIT_NAMES.get((it.split or "").lower())
         (parts[part] if part else untagged).append(it.id)
+    if not parts["test"] and parts["dev"]:
+        parts["test"], parts["dev"] = parts["dev"], []
     if not parts["test"] or not parts["train"]:
-        raise ProtocolError("the official protocol needs items tagged train and test "
+        raise ProtocolError("the official protocol needs items tagged train and test (or validation) "
                             f"({len(untagged)} item(s) carry no known split tag)")
+    if options.dev != "none":
+        if parts["dev"]:
+            raise ProtocolError("the corpus tags its own dev part; leave --dev unset")
+        train_ids = set(parts["train"])
+        rest = [it for it in items if it.id in train_ids]
+        parts["train"], parts["dev"] = _split_dev(items, rest, set(parts["test"]), None, "", options)
     return [Fold("official", parts["train"], parts["test"], parts["dev"])]
 
 
@@ -217,6 +288,13 @@ def check_leakage(fold: Fold, by_id: dict) -> dict:
             checks.append(f"{attr}s {side}/test disjoint")
             if shared:
                 problems.append(f"{attr} {sorted(shared)[0]} is in both {side} and test")
+    if fold.unit:
+        values = {name: {_unit_of(by_id[i], fold.unit) for i in ids} for name, ids in parts.items()}
+        for a, b in (("train", "test"), ("dev", "test"), ("train", "dev")):
+            checks.append(f"{fold.unit}s {a}/{b} disjoint")
+            shared = values[a] & values[b]
+            if shared:
+                problems.append(f"{fold.unit} {sorted(shared)[0]} is in both {a} and {b}")
     if not fold.test:
         problems.append("the test part is empty")
     return {"fold": fold.name, "ok": not problems, "checks": checks, "problems": problems,

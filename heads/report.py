@@ -20,13 +20,21 @@ from pipeline.presets import MANIFESTS
 RESULTS = "results.json"
 PAPERS_FILE = MANIFESTS / "papers.toml"
 
+# Report columns: summary metric -> header, in table order. A table shows the
+# columns its runs have (a classification's WA..MF1, a regression's ACC-2..r).
+COLUMNS = {"wa": "WA", "ua": "UA", "wf1": "WF1", "mf1": "MF1", "mf1_all": "MF1all", "acc2": "ACC-2", "f1_2": "F1-2",
+           "acc2_nonzero": "ACC-2 nz", "acc7": "ACC-7", "mae": "MAE", "corr": "r"}
+# Metrics that are not fractions: printed as they are, not in %.
+PLAIN = {"mae", "corr"}
+
 
 def write_run(out_dir: Path, record: dict):
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RESULTS).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    rounded = " (rounded scores)" if record.get("task", {}).get("kind") == "regression" else ""
     plot_confusion(out_dir / "confusion.png", record["overall"]["confusion"], record["classes"],
-                   f"{record['head']} ({record['variant']}) {record['protocol']['name']}")
-    plot_curves(out_dir / "curves.png", record["runs"])
+                   f"{record['head']} ({record['variant']}) {record['protocol']['name']}{rounded}")
+    plot_curves(out_dir / "curves.png", record["runs"], record["config"].get("select_metric", "ua"))
 
 
 def load_run(path) -> dict:
@@ -61,22 +69,23 @@ def plot_confusion(path, matrix, classes, title):
     plt.close(fig)
 
 
-def plot_curves(path, runs):
-    """Training loss (and dev UA when there is a dev part) per epoch, one line per run."""
+def plot_curves(path, runs, metric="ua"):
+    """Training loss (and the dev selection metric when there is a dev part)
+    per epoch, one line per run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    has_dev = any("dev_ua" in row for r in runs for row in r["history"])
+    has_dev = any(f"dev_{metric}" in row for r in runs for row in r["history"])
     fig, axes = plt.subplots(1, 2 if has_dev else 1, figsize=(10 if has_dev else 5.5, 4), squeeze=False)
     for r in runs:
         epochs = [row["epoch"] for row in r["history"]]
         label = f"s{r['seed']} {r['fold']}"
         axes[0, 0].plot(epochs, [row["train_loss"] for row in r["history"]], label=label)
         if has_dev:
-            axes[0, 1].plot(epochs, [row.get("dev_ua", np.nan) for row in r["history"]], label=label)
+            axes[0, 1].plot(epochs, [row.get(f"dev_{metric}", np.nan) for row in r["history"]], label=label)
     axes[0, 0].set(xlabel="epoch", ylabel="training loss", title="training loss")
     if has_dev:
-        axes[0, 1].set(xlabel="epoch", ylabel="dev UA", title="dev UA (model selection)")
+        axes[0, 1].set(xlabel="epoch", ylabel=f"dev {metric}", title=f"dev {metric} (model selection)")
     axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -110,24 +119,33 @@ def _cell(summary, name):
     s = summary.get(name)
     if not s:
         return "-"
+    if name in PLAIN:
+        return f"{s['mean']:.3f}±{s['std_folds']:.3f}"
     return f"{100 * s['mean']:5.2f}±{100 * s['std_folds']:4.2f}"
 
 
+def _paper_cell(p, name):
+    if name not in p:
+        return "-"
+    return f"{p[name]:.3f}" if name in PLAIN else f"{100 * p[name]:5.2f}"
+
+
 def report_table(records) -> str:
-    """Runs side by side (mean ± std over folds, in %), paper numbers beneath each."""
+    """Runs side by side (mean ± std over folds, in % but for MAE and r),
+    paper numbers beneath each."""
     def prefix(run, head, variant, protocol, folds, seeds):
         return f"{run[:28]:<28} {head:<12} {variant:<11} {protocol:<9} {folds:>5} {seeds:>5} "
+    columns = [c for c in COLUMNS if any(c in r["overall"] for r in records)] or list(COLUMNS)[:4]
     header = prefix("run", "head", "variant", "protocol", "folds", "seeds") + \
-        f"{'WA':>11} {'UA':>11} {'WF1':>11} {'MF1':>11}"
+        " ".join(f"{COLUMNS[c]:>11}" for c in columns)
     width = len(prefix("", "", "", "", "", ""))
     lines = [header, "-" * len(header)]
     for r in records:
         o = r["overall"]
         lines.append(prefix(Path(r.get("_path", "")).name or "?", r["head"], r["variant"], r["protocol"]["name"],
                             len(r["protocol"]["folds"]), len(r["seeds"]))
-                     + f"{_cell(o, 'wa'):>11} {_cell(o, 'ua'):>11} {_cell(o, 'wf1'):>11} {_cell(o, 'mf1'):>11}")
+                     + " ".join(f"{_cell(o, c):>11}" for c in columns))
         for p in matching_papers(r):
-            wa = f"{100 * p['wa']:5.2f}" if "wa" in p else "-"
-            ua = f"{100 * p['ua']:5.2f}" if "ua" in p else "-"
-            lines.append(f"{'  paper ' + p['paper']:<{width}}{wa:>11} {ua:>11}")
+            lines.append(f"{'  paper ' + p['paper']:<{width}}"
+                         + " ".join(f"{_paper_cell(p, c):>11}" for c in columns).rstrip(" -"))
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import collate, input_stats
-from .metrics import classification
+from .tasks import as_task, better, check_select_metric, from_description
 
 OPTIMIZERS = {
     "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
@@ -86,7 +86,8 @@ def to_device(batch, device):
 
 @torch.no_grad()
 def predict(model, batches, device) -> dict:
-    """ids, reference and predicted class indices, and the mean loss."""
+    """ids, references and predictions (class indices, or scores for a
+    regression: the model's task decodes its outputs), and the mean loss."""
     model.eval()
     ids, y_true, y_pred, loss_sum = [], [], [], 0.0
     for batch in batches:
@@ -95,31 +96,31 @@ def predict(model, batches, device) -> dict:
         loss_sum += model.loss(logits, batch).item() * len(batch["id"])
         ids += batch["id"]
         y_true += batch["label"].tolist()
-        y_pred += logits.argmax(-1).tolist()
+        y_pred += model.task.decode(logits)
     return {"ids": ids, "y_true": y_true, "y_pred": y_pred, "loss": loss_sum / max(len(ids), 1)}
 
 
-def score(pred, classes) -> dict:
-    out = classification(pred["y_true"], pred["y_pred"], classes)
+def score(pred, task) -> dict:
+    """The task's metrics of a prediction (`task`: a Task, or class names
+    for a classification), with its loss."""
+    out = as_task(task).score(pred["y_true"], pred["y_pred"])
     out["loss"] = pred["loss"]
     return out
 
 
-def _better(metric, new, best):
-    if best is None:
-        return True
-    return new < best if metric == "loss" else new > best
-
-
-def fit(model, train_batches, dev_batches, config, classes, device, checkpoint: Path,
+def fit(model, train_batches, dev_batches, config, task, device, checkpoint: Path,
         desc="", progress=True, extra=None) -> dict:
-    """Train `model`; write the kept model to `checkpoint`; return the history."""
+    """Train `model` on `task` (a Task, or class names for a classification:
+    it sets the loss and the metrics); write the kept model to `checkpoint`;
+    return the history."""
+    model.task = as_task(task)
+    check_select_metric(model.task, config, model.name)
     with cpu_threads(config, device):
-        return _fit(model, train_batches, dev_batches, config, classes, device, checkpoint, desc,
+        return _fit(model, train_batches, dev_batches, config, model.task, device, checkpoint, desc,
                     progress, extra)
 
 
-def _fit(model, train_batches, dev_batches, config, classes, device, checkpoint, desc, progress, extra):
+def _fit(model, train_batches, dev_batches, config, task, device, checkpoint, desc, progress, extra):
     from tqdm import tqdm
     model.to(device)
     opt = OPTIMIZERS[config.optimizer](model.parameters(), config)
@@ -127,7 +128,7 @@ def _fit(model, train_batches, dev_batches, config, classes, device, checkpoint,
     history, best, best_epoch, waited = [], None, 0, 0
     for epoch in range(1, config.epochs + 1):
         model.train()
-        total, correct, loss_sum = 0, 0, 0.0
+        total, metric_sum, loss_sum = 0, 0.0, 0.0
         bar = tqdm(train_batches, desc=f"{desc} epoch {epoch}/{config.epochs}", leave=False,
                    disable=not progress, unit="batch")
         for batch in bar:
@@ -142,19 +143,19 @@ def _fit(model, train_batches, dev_batches, config, classes, device, checkpoint,
             n = len(batch["id"])
             total += n
             loss_sum += loss.item() * n
-            correct += (logits.argmax(-1) == batch["label"]).sum().item()
+            metric_sum += task.batch_sum(logits.detach(), batch["label"])
             bar.set_postfix(loss=f"{loss_sum / total:.3f}")
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum / total,
-               "train_wa": correct / total}
+               f"train_{task.train_metric}": metric_sum / total}
         if dev_batches is not None:
-            dev = score(predict(model, dev_batches, device), classes)
-            row.update({f"dev_{k}": dev[k] for k in ("loss", "wa", "ua", "wf1", "mf1")})
+            dev = score(predict(model, dev_batches, device), task)
+            row.update({f"dev_{k}": dev[k] for k in ("loss", *task.summary)})
         history.append(row)
         _step_schedule(sched, row, config)
         if dev_batches is None:
             continue
         value = row[f"dev_{config.select_metric}"]
-        if _better(config.select_metric, value, best):
+        if better(config.select_metric, value, best):
             best, best_epoch, waited = value, epoch, 0
             save_checkpoint(checkpoint, model, config, epoch, extra)
         else:
@@ -180,8 +181,8 @@ def _step_schedule(sched, row, config):
 def save_checkpoint(path, model, config, epoch, extra=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"head": model.name, "config": asdict(config), "dims": model.dims,
-                "n_classes": model.n_classes, "epoch": epoch, "state_dict": model.state_dict(),
-                **(extra or {})}, path)
+                "n_classes": model.n_classes, "task": model.task.describe(), "epoch": epoch,
+                "state_dict": model.state_dict(), **(extra or {})}, path)
 
 
 def load_checkpoint(path, heads, device="cpu"):
@@ -191,6 +192,8 @@ def load_checkpoint(path, heads, device="cpu"):
     cls = heads.get_or_fail(ckpt["head"])
     config = make_config(cls, ckpt["config"])
     model = cls(config, ckpt["dims"], ckpt["n_classes"])
+    # Checkpoints from before tasks existed are classifications over their classes.
+    model.task = from_description(ckpt.get("task") or {"kind": "classification", "classes": ckpt["classes"]})
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device), ckpt
 
@@ -204,21 +207,21 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
     for seed in seeds:
         for i, fold in enumerate(folds):
             seed_everything(seed)
-            model = head_cls(config, dims, len(data.classes))
+            model = head_cls(config, dims, data.task.n_outputs)
             desc = f"seed {seed} {fold.name}"
             ckpt = out_dir / "checkpoints" / f"seed{seed}_fold{i + 1}.pt"
-            train_set = data.subset(fold.train)
+            train_set = data.subset(fold.train, train=True)
             if config.standardize == "fold":
                 model.set_input_stats(input_stats(train_set))
             train = loader(train_set, config, shuffle=True, seed=seed)
             dev = loader(data.subset(fold.dev), config, shuffle=False) if fold.dev else None
-            fitted = fit(model, train, dev, config, data.classes, device, ckpt, desc, progress,
+            fitted = fit(model, train, dev, config, data.task, device, ckpt, desc, progress,
                          extra={"classes": data.classes, "fold": fold.name, "seed": seed})
             model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False)["state_dict"])
             with cpu_threads(config, device):
                 pred = predict(model, loader(data.subset(fold.test), config, shuffle=False), device)
-            metrics = score(pred, data.classes)
-            log(f"{desc}: test WA {metrics['wa']:.3f} UA {metrics['ua']:.3f} "
+            metrics = score(pred, data.task)
+            log(f"{desc}: test {data.task.headline(metrics)} "
                 f"(kept epoch {fitted['kept_epoch']}, {fitted['selected_on']})")
             runs.append({"seed": seed, "fold": fold.name, "metrics": metrics,
                          "sizes": {"train": len(fold.train), "dev": len(fold.dev), "test": len(fold.test)},

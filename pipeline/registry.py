@@ -9,6 +9,15 @@ class Registry(dict):
     def __init__(self, kind):
         super().__init__()
         self.kind = kind
+        self.aliases = {}           # other name -> the name it stands for
+
+    def alias(self, name, target):
+        """Make `name` a second name of the registered `target` (one object,
+        listed once, under `target`)."""
+        if name in self:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self[name] = self.get_or_fail(target)
+        self.aliases[name] = target
 
     def register(self, name=None):
         def deco(obj):

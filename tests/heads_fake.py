@@ -36,8 +36,12 @@ def class_signal(item, rng, length, width, strength=2.0):
     return x
 
 
-def write_fake_cache(cache_dir, items, arrays, dataset="iemocap", per_shard=16, seed=0, fail=()):
-    """arrays: {stage label: {array name: ("seq"|"vec", width)}}; items in `fail` get an error."""
+def write_fake_cache(cache_dir, items, arrays, dataset="iemocap", per_shard=16, seed=0, fail=(),
+                     signal=class_signal, result=None):
+    """arrays: {stage label: {array name: ("seq"|"vec", width)}}; items in `fail` get an error;
+    `signal(item, rng, length, width)` makes each array (default: the class offset);
+    `result(item, arrays of the stage, rng, signal)` the whole Result, where
+    a test needs more than that (step times, several related arrays)."""
     cache_dir = Path(cache_dir)
     index = Index(cache_dir)
     record_dataset(index, cache_dir, dataset, "/nonexistent", {}, items)
@@ -54,18 +58,18 @@ def write_fake_cache(cache_dir, items, arrays, dataset="iemocap", per_shard=16, 
             chunk = list(zip(keys[spec.label], items))[start:start + per_shard]
             ok = [(k, it) for k, it in chunk if it.id not in fail]
             errors = [(k, it.id, "synthetic failure") for k, it in chunk if it.id in fail]
-            results = [_result(it, arrays[spec.label], rng) for _, it in ok]
+            results = [(result or _result)(it, arrays[spec.label], rng, signal) for _, it in ok]
             receipt = write_shard(cache_dir, info, [k for k, _ in ok], [it.id for _, it in ok],
                                   results, errors, {})
             index.commit_receipt(receipt)
     return cache_dir
 
 
-def _result(item, arrays, rng):
+def _result(item, arrays, rng, signal):
     out = {}
     for name, (kind, width) in arrays.items():
         if kind == "seq":
-            out[name] = Seq(class_signal(item, rng, int(rng.integers(3, 12)), width), rate=100.0)
+            out[name] = Seq(signal(item, rng, int(rng.integers(3, 12)), width), rate=100.0)
         else:
-            out[name] = Vec(class_signal(item, rng, 1, width)[0])
+            out[name] = Vec(signal(item, rng, 1, width)[0])
     return Result(out, {})

@@ -22,7 +22,8 @@ def _variants(cls):
     return list(typing.get_args(hints["ablation"])) if "ablation" in hints else ["full"]
 
 
-CASES = [(name, v) for name, cls in sorted(HEADS.items()) for v in _variants(cls)]
+NAMES = sorted(name for name in HEADS if name not in HEADS.aliases)   # an alias is the same head
+CASES = [(name, v) for name in NAMES for v in _variants(HEADS[name])]
 
 
 def _config(cls, variant, **extra):
@@ -35,7 +36,7 @@ def _batch(cls, config, lengths=(9, 4, 2), seed=0):
     """A batch with real steps 0..len-1 and padding after them."""
     g = torch.Generator().manual_seed(seed)
     inputs = cls.inputs(config)
-    dims = {name: WIDTHS[i % len(WIDTHS)] for i, name in enumerate(sorted(inputs))}
+    dims = {name: WIDTHS[i % len(WIDTHS)] for i, name in enumerate(sorted(inputs)) if inputs[name].is_feature}
     b = len(lengths)
     batch = {"id": [f"i{j}" for j in range(b)], "label": torch.tensor([j % N_CLASSES for j in range(b)])}
     for name, inp in inputs.items():
@@ -44,7 +45,10 @@ def _batch(cls, config, lengths=(9, 4, 2), seed=0):
             continue
         # Different lengths per input so masks of different inputs differ.
         lens = [max(1, n - (len(name) % 2)) for n in lengths]
-        x = torch.randn(b, max(lens), dims[name], generator=g)
+        if inp.kind == "ids":       # small positive integers (ids, counts)
+            x = torch.randint(1, 8, (b, max(lens), 1), generator=g)
+        else:
+            x = torch.randn(b, max(lens), dims.get(name, WIDTHS[0]), generator=g)
         mask = torch.arange(max(lens))[None, :] < torch.tensor(lens)[:, None]
         batch[name] = x * mask[..., None]
         batch[f"{name}_mask"] = mask
@@ -54,21 +58,38 @@ def _batch(cls, config, lengths=(9, 4, 2), seed=0):
 @pytest.mark.parametrize("name,variant", CASES)
 def test_forward_backward(name, variant):
     cls = HEADS[name]
-    config = _config(cls, variant)
-    batch, dims = _batch(cls, config)
-    model = cls(config, dims, N_CLASSES)
-    logits = model(batch)
-    assert logits.shape == (3, N_CLASSES)
-    torch.nn.functional.cross_entropy(logits, batch["label"]).backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert any(g.abs().sum() > 0 for g in grads)
+    check_forward_backward(cls, _config(cls, variant))
 
 
 @pytest.mark.parametrize("name,variant", CASES)
 def test_padding_changes_nothing(name, variant):
     cls = HEADS[name]
-    config = _config(cls, variant)
+    check_padding_changes_nothing(cls, _config(cls, variant))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_overfit(name, tmp_path):
+    cls = HEADS[name]
+    check_tiny_overfit(cls, _config(cls, "full"), tmp_path)
+
+
+# The checks themselves, for any head and config (tests of a head's own
+# option grid call them too, e.g. tests/test_heads_hff.py).
+
+def check_forward_backward(cls, config):
+    """Logits of the right shape, and a finite gradient for every parameter."""
+    batch, dims = _batch(cls, config)
+    model = cls(config, dims, N_CLASSES)
+    logits = model(batch)
+    assert logits.shape == (3, N_CLASSES)
+    model.loss(logits, batch).backward()        # with the head's auxiliary terms, as in training
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def check_padding_changes_nothing(cls, config):
+    """Junk in padded steps, more padding, or none at all: the same logits."""
     batch, dims = _batch(cls, config)
     torch.manual_seed(0)
     model = cls(config, dims, N_CLASSES).eval()
@@ -76,7 +97,7 @@ def test_padding_changes_nothing(name, variant):
     for key in list(batch):
         if key.endswith("_mask"):
             name_ = key[:-5]
-            junk = 1e3 * torch.randn_like(batch[name_])
+            junk = _junk(batch[name_], 1e3)
             noisy[name_] = torch.where(batch[key][..., None], batch[name_], junk)
     # Extra padding: longer tensors whose added steps are junk and masked out.
     longer = dict(batch)
@@ -84,7 +105,7 @@ def test_padding_changes_nothing(name, variant):
         if key.endswith("_mask"):
             name_ = key[:-5]
             x, m = batch[name_], batch[key]
-            longer[name_] = torch.cat([x, 50 * torch.randn(x.shape[0], 5, x.shape[2])], 1)
+            longer[name_] = torch.cat([x, _junk(x.new_zeros(x.shape[0], 5, x.shape[2]), 50)], 1)
             longer[key] = torch.cat([m, torch.zeros(m.shape[0], 5, dtype=torch.bool)], 1)
     with torch.no_grad():
         ref = model(batch)
@@ -109,11 +130,16 @@ def test_padding_changes_nothing(name, variant):
             assert torch.allclose(ref[j:j + 1], model(single), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
-def test_tiny_overfit(name, tmp_path):
-    cls = HEADS[name]
+def _junk(x, scale):
+    """Values for padded steps: large noise, or large ids for integer inputs."""
+    if x.dtype.is_floating_point:
+        return scale * torch.randn_like(x)
+    return torch.randint_like(x, 1, int(scale))
+
+
+def check_tiny_overfit(cls, config, tmp_path):
+    """Eight items, one batch: the shared loop fits them exactly."""
     seed_everything(0)
-    config = _config(cls, "full")
     config = dataclasses.replace(config, epochs=60, lr=3e-3, weight_decay=0.0, schedule="none",
                                  patience=0, clip=1.0)
     # No dropout, so the training accuracy measures fit, not noise.
@@ -127,7 +153,7 @@ def test_tiny_overfit(name, tmp_path):
     assert (tmp_path / "m.pt").exists()
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", NAMES)
 def test_default_stages_are_what_extract_for_gives(name):
     cls = HEADS[name]
     assert set(cls.stages()) <= set(head_stage_lists()[cls.manifest])

@@ -4,7 +4,8 @@
   (openSMILE, `opensmile@egemaps`).
 - `fbank_bilstm`: a BiLSTM over the log-mel filterbank frames (the same
   `fbank@tsin` features TSIN reads) with attention pooling over the frames.
-- `bert_mlp`: an MLP on the BERT [CLS] vector (`bert@tsin`'s `cls`).
+- `bert_mlp`: an MLP on the BERT [CLS] vector (`bert@tsin`'s `cls`); also
+  named `bert_only`, the "BERT only" row of HarmoFusion and MUSE.
 
 The papers give no recipe for these; ours (Adam, lr 1e-3, 50 epochs, batch
 32, dropout 0.3) is the Config defaults, so `--preset paper` means "the
@@ -96,6 +97,10 @@ class BertMLP(VectorMLP):
     manifest = "bert_mlp"
     description = "MLP on the BERT [CLS] vector (text-only baseline)"
     Config = BertConfig
+
+
+# HarmoFusion's and MUSE's "BERT only" row is this baseline.
+HEADS.alias("bert_only", "bert_mlp")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,401 @@
+"""HFF: Hierarchical Feature Fusion (MODELS.md §3, papers/002).
+
+Speech (a CNN over the MFCC matrix), text (BERT token states; [CLS] and the
+token mean for the utterance vector) and vision (ResNet GAP per sampled
+frame) are projected to a common width d (128) and fused in three levels:
+
+1. dynamic weights alpha = softmax(W_dyn [f_s; f_t; f_v]) over the modality
+   vectors, re-weighted by each modality's confidence 1 / (sigma^2 + eps),
+   where a variance head per modality predicts sigma^2; the
+   uncertainty-aware fusion is mu + noise * sigma (reparameterisation, noise
+   only while training);
+2. 8-head self-attention over the alpha-weighted fusion, added to the
+   uncertainty-aware one (residual) and layer-normalised;
+3. a GRU over the fused steps and attention pooling sum_t beta_t h_t;
+then an MLP (ReLU, dropout 0.3) gives one output per class (`n_classes`
+from the training machinery: 1 for a regression task).
+
+Our choices where the paper is vague (all configurable):
+- Alignment: each modality keeps a sequence (the speech CNN's feature map
+  over time, the token states, the frame embeddings), projected to d and
+  resampled onto `steps` (L = 32) equal bins of the item's span: a bin is the
+  overlap-weighted mean of the steps covering it (`resample_steps`). Steps
+  of a modality are taken as evenly spread over the item; token times are
+  not used, since many corpora have none. The weights are computed per
+  modality from its utterance vector and applied at every step.
+  `no_alignment` pools each modality to its vector first, so attention and
+  the GRU run over the (weighted) modality tokens instead.
+- The speech CNN is a stack of Conv1d layers over time (MFCCs as channels),
+  each with ReLU and max-pooling by 2; the same linear layer maps each
+  step of its output (the sequence) and its max over time (f_s) to d.
+- Text: the sequence is a linear map of each token state; f_t a linear map
+  of [CLS; masked mean of the tokens]. Vision: a linear map of each frame;
+  f_v the masked mean of the mapped frames.
+- Uncertainty: the variance heads predict a log-variance per feature from
+  the modality vector (bias initialised to `init_logvar`, so training starts
+  nearly deterministic); a modality's confidence uses the mean variance over
+  its features; the fused weights are alpha * confidence, renormalised.
+  The fused variance is sum_m weight_m^2 sigma_m^2 (independent modalities).
+  An auxiliary KL(N(f_m, sigma_m^2) || N(0, I)) term, weighted by
+  `uncertainty_weight`, keeps the variances from collapsing to zero.
+- Switches: `no_dynamic_weighting` fuses with equal weights and no
+  uncertainty (the whole level-1 weighting); `uncertainty=false` keeps the
+  softmax weights only; `no_attention` skips level 2; `no_temporal` pools
+  the level-2 output without the GRU. `modalities` is any non-empty subset
+  of s (speech), t (text), v (vision).
+- Inputs are standardised per feature with the training fold's statistics
+  (`standardize`); dropout 0.1 on the projected features and in attention.
+- `modality_dropout` (not in the paper, 0 by default; the demo preset uses
+  it): while training, a share of the items loses one of its modalities
+  (weight 0, renormalised), so each modality must carry the task alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from pipeline.stage import ConfigError
+
+from ..head import Head, Input, TrainConfig, masked_mean, masked_softmax, zero_pad
+from . import HEADS
+
+# Modality letter -> input name, in the fixed order of the fusion.
+MODALITIES = {"s": "speech", "t": "text", "v": "visual"}
+SWITCHES = ("no_attention", "no_dynamic_weighting", "no_temporal", "no_alignment")
+
+
+@dataclass(frozen=True)
+class Config(TrainConfig):
+    # inputs: named stage configurations (manifests/hff.toml, vision.toml)
+    speech_stage: str = "mfcc@hff"
+    speech_array: str = "mfcc"
+    text_stage: str = "bert@hff"
+    text_array: str = "tokens"
+    visual_stage: str = "frames@hff"
+    visual_array: str = "embedding"
+    max_frames: int = 1000          # MFCC frames (10 s at the 10 ms hop)
+    max_tokens: int = 128
+    max_images: int = 64            # sampled video frames
+    # model
+    modalities: str = "stv"         # any non-empty subset of s, t, v
+    no_attention: bool = False
+    no_dynamic_weighting: bool = False
+    no_temporal: bool = False
+    no_alignment: bool = False
+    uncertainty: bool = True        # confidence re-weighting (off with no_dynamic_weighting)
+    modality_dropout: float = 0.0   # training only: share of items that lose one modality (of 2+)
+    d: int = 128                    # common width of the projected modalities
+    steps: int = 32                 # L: aligned steps per item
+    heads: int = 8
+    speech_channels: tuple[int, ...] = (128, 128)
+    speech_kernel: int = 5
+    dropout: float = 0.1
+    classifier_dropout: float = 0.3
+    uncertainty_weight: float = 1e-3
+    confidence_eps: float = 1e-3
+    init_logvar: float = -4.0
+    # the paper's recipe
+    epochs: int = 50
+    batch_size: int = 64
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    schedule: Literal["none", "step", "plateau"] = "plateau"
+    clip: float = 1.0
+    patience: int = 5
+    select_metric: Literal["ua", "wa", "wf1", "mf1", "loss"] = "loss"
+
+    @property
+    def ablation(self) -> str:
+        """The variant's name for run records and the papers' rows: the
+        modality letters when not all three, then each switch that is on
+        ("full" for the published model)."""
+        letters = "".join(m for m in MODALITIES if m in self.modalities)
+        parts = [letters] if letters != "".join(MODALITIES) else []
+        parts += [s for s in SWITCHES if getattr(self, s)]
+        if not self.uncertainty and not self.no_dynamic_weighting:
+            parts.append("no_uncertainty")
+        return "+".join(parts) or "full"
+
+
+@HEADS.register()
+class HFF(Head):
+    name = "hff"
+    manifest = "hff"
+    description = "MFCC CNN + BERT + frame CNN, dynamic/uncertainty weights, attention, GRU"
+    Config = Config
+    presets = {
+        "paper": {},
+        # Narrower, a faster constant learning rate (without a dev part the
+        # plateau schedule would follow the training loss), and modality
+        # dropout: the demo corpus puts an item's emotion in its wording, its
+        # prosody or both, so neither modality may be left unused. Minutes on
+        # two CPU cores; the visual stream of manifests/hff_demo.toml.
+        "demo": {"d": 64, "speech_channels": (64, 64), "epochs": 30, "batch_size": 16, "lr": 2e-3,
+                 "schedule": "none", "modality_dropout": 0.3, "max_frames": 600,
+                 "visual_stage": "frames@hff_demo"},
+    }
+
+    @classmethod
+    def inputs(cls, config) -> dict:
+        sources = {"speech": (config.speech_stage, config.speech_array, config.max_frames),
+                   "text": (config.text_stage, config.text_array, config.max_tokens),
+                   "visual": (config.visual_stage, config.visual_array, config.max_images)}
+        out = {}
+        for m in modality_letters(config):
+            stage, array, cap = sources[MODALITIES[m]]
+            out[MODALITIES[m]] = Input(stage, array, "seq", cap)
+        return out
+
+    @classmethod
+    def check(cls, config):
+        super().check(config)
+        letters = config.modalities
+        if not letters or set(letters) - set(MODALITIES) or len(set(letters)) != len(letters):
+            raise ConfigError(f"head hff: modalities={letters!r}: a non-empty subset of "
+                              f"{', '.join(MODALITIES)} (s speech, t text, v vision), each once")
+        if min(config.d, config.steps, config.heads, config.max_frames, config.max_tokens,
+               config.max_images, config.speech_kernel, *config.speech_channels) < 1:
+            raise ConfigError("head hff: widths, steps, heads, length caps and kernel must be >= 1")
+        if config.d % config.heads:
+            raise ConfigError(f"head hff: d={config.d} must be divisible by heads={config.heads}")
+        if config.speech_kernel % 2 == 0 or not config.speech_channels:
+            raise ConfigError("head hff: speech_kernel must be odd and speech_channels non-empty")
+        if config.confidence_eps <= 0 or config.uncertainty_weight < 0:
+            raise ConfigError("head hff: confidence_eps must be > 0 and uncertainty_weight >= 0")
+        if not 0 <= config.modality_dropout < 1:
+            raise ConfigError("head hff: modality_dropout must be in [0, 1)")
+
+    def __init__(self, config, dims, n_classes):
+        super().__init__(config, dims, n_classes)
+        c = config
+        self.names = [MODALITIES[m] for m in modality_letters(c)]
+        self.aligned = not c.no_alignment
+        # Utterance vectors feed the level-1 weights, and are the tokens when not aligned.
+        self.use_vectors = not (self.aligned and c.no_dynamic_weighting)
+        self.encoders = nn.ModuleDict({name: ENCODERS[name](dims[name], c, self.aligned, self.use_vectors)
+                                       for name in self.names})
+        self.dropout = nn.Dropout(c.dropout)
+        self.dynamic = None if c.no_dynamic_weighting else DynamicWeights(c.d, len(self.names))
+        self.use_uncertainty = c.uncertainty and not c.no_dynamic_weighting
+        if self.use_uncertainty:
+            self.variance = nn.ModuleDict({name: _variance_head(c.d, c.init_logvar) for name in self.names})
+        if not c.no_attention:
+            self.attention = nn.MultiheadAttention(c.d, c.heads, dropout=c.dropout, batch_first=True)
+            self.norm = nn.LayerNorm(c.d)
+        if not c.no_temporal:
+            self.gru = nn.GRU(c.d, c.d, batch_first=True)
+        self.pool = AttentionPool(c.d)
+        self.classifier = nn.Sequential(nn.Linear(c.d, c.d), nn.ReLU(), nn.Dropout(c.classifier_dropout),
+                                        nn.Linear(c.d, n_classes))
+        self.aux_losses = {}
+
+    def classify(self, batch):
+        steps, vectors = self.encode(batch)                    # (B, M, S, d), (B, M, d)
+        f0, f1 = self.level1(steps, vectors)
+        if not self.config.no_attention:                       # level 2
+            f1 = self.norm(f1 + self.attention(f0, f0, f0, need_weights=False)[0])
+        h = f1 if self.config.no_temporal else self.gru(f1)[0]   # level 3
+        return self.classifier(self.pool(h))
+
+    def encode(self, batch):
+        """Per modality, its steps (aligned: L resampled steps; otherwise its
+        utterance vector as one step) and its utterance vector (None when
+        nothing reads it)."""
+        steps, vectors = [], []
+        for name in self.names:
+            seq, mask, vec = self.encoders[name](batch[name], batch[f"{name}_mask"])
+            if self.use_vectors:
+                vectors.append(self.dropout(vec))
+            if self.aligned:
+                steps.append(resample_steps(self.dropout(seq), mask, self.config.steps))
+            else:
+                steps.append(vectors[-1].unsqueeze(1))
+        return torch.stack(steps, 1), (torch.stack(vectors, 1) if vectors else None)
+
+    def level1(self, steps, vectors):
+        """(f0, f1): the dynamically weighted fusion and the uncertainty-aware
+        one (mu + noise * sigma while training), both (B, S', d)."""
+        b, m = steps.shape[:2]
+        keep = self.kept_modalities(b, m, steps.device)
+        alpha = (self.dynamic(vectors, keep) if self.dynamic is not None
+                 else keep / keep.sum(-1, keepdim=True))
+        f0 = combine(alpha, steps, self.aligned)
+        self.aux_losses = {}
+        if not self.use_uncertainty:
+            return f0, f0
+        logvar = torch.stack([self.variance[name](vectors[:, i]) for i, name in enumerate(self.names)], 1)
+        logvar = logvar.clamp(-10.0, 10.0)
+        weights = uncertainty_weights(alpha, logvar, self.config.confidence_eps)
+        mu = combine(weights, steps, self.aligned)
+        if self.training:
+            mu = mu + torch.randn_like(mu) * fused_variance(weights, logvar, self.aligned).sqrt()
+        if self.config.uncertainty_weight > 0:
+            self.aux_losses["uncertainty"] = self.config.uncertainty_weight * gaussian_kl(vectors, logvar)
+        return f0, mu
+
+
+    def kept_modalities(self, b, m, device):
+        """(B, M) 1.0 for each modality an item keeps: all of them, except
+        while training with `modality_dropout`, when that share of the items
+        loses one modality drawn at random, so that no modality is left
+        unused because another one fits the training items more easily."""
+        keep = torch.ones(b, m, device=device)
+        if not self.training or self.config.modality_dropout <= 0 or m < 2:
+            return keep
+        dropped = torch.rand(b, device=device) < self.config.modality_dropout
+        which = torch.randint(m, (b,), device=device)
+        keep[dropped, which[dropped]] = 0.0
+        return keep
+
+
+def modality_letters(config):
+    """The chosen modalities in the fusion's fixed order (s, t, v)."""
+    return [m for m in MODALITIES if m in config.modalities]
+
+
+# --- level 1 -------------------------------------------------------------------
+
+class DynamicWeights(nn.Module):
+    """alpha = softmax(W_dyn [f_1; ...; f_M] + b): one weight per modality
+    from the concatenated modality vectors (a dropped modality, `keep` 0,
+    gets weight 0 and its vector is not seen)."""
+
+    def __init__(self, d, n_modalities):
+        super().__init__()
+        self.linear = nn.Linear(d * n_modalities, n_modalities)
+
+    def forward(self, vectors, keep=None):                      # (B, M, d) -> (B, M)
+        if keep is None:
+            return torch.softmax(self.linear(vectors.flatten(1)), dim=-1)
+        scores = self.linear((vectors * keep.unsqueeze(-1)).flatten(1))
+        return masked_softmax(scores, keep > 0, dim=-1)
+
+
+def confidence(logvar, eps):
+    """Per modality, 1 / (sigma^2 + eps) with sigma^2 the mean predicted
+    variance over its features: (B, M, d) log-variances -> (B, M)."""
+    return 1.0 / (logvar.exp().mean(-1) + eps)
+
+
+def uncertainty_weights(alpha, logvar, eps):
+    """The dynamic weights re-weighted by confidence, summing to 1 per item."""
+    w = alpha * confidence(logvar, eps)
+    return w / w.sum(-1, keepdim=True)
+
+
+def combine(weights, steps, aligned):
+    """Aligned: the weighted sum of the modalities at every step (B, L, d).
+    Not aligned: the modality tokens themselves (B, M, d), each scaled by M
+    times its weight (so equal weights leave them unchanged)."""
+    if aligned:
+        return torch.einsum("bm,bmsd->bsd", weights, steps)
+    return steps[:, :, 0] * weights.unsqueeze(-1) * weights.shape[1]
+
+
+def fused_variance(weights, logvar, aligned):
+    """Variance of `combine` for independent Gaussian modalities:
+    sum_m w_m^2 sigma_m^2 (aligned, the same at every step), or per token
+    (M w_m)^2 sigma_m^2."""
+    var = logvar.exp()
+    if aligned:
+        return torch.einsum("bm,bmd->bd", weights ** 2, var).unsqueeze(1)
+    return (weights.unsqueeze(-1) * weights.shape[1]) ** 2 * var
+
+
+def gaussian_kl(mu, logvar):
+    """Mean over items, modalities and features of KL(N(mu, e^logvar) || N(0, 1))."""
+    return 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).mean()
+
+
+def _variance_head(d, init_logvar):
+    head = nn.Linear(d, d)
+    nn.init.constant_(head.bias, init_logvar)
+    return head
+
+
+# --- alignment and pooling ------------------------------------------------------
+
+def resample_steps(x, mask, length):
+    """(B, length, D): each item's valid steps (a prefix, mask True) spread
+    evenly over [0, 1) and averaged into `length` equal bins, each step
+    weighted by its overlap with the bin (longer sequences are averaged down,
+    shorter ones repeated). Padded steps get no weight; an item without
+    valid steps gives zeros."""
+    n = mask.sum(1).clamp_min(1).to(x.dtype)[:, None, None]            # (B, 1, 1)
+    i = torch.arange(x.shape[1], device=x.device, dtype=x.dtype)[None, None, :]
+    j = torch.arange(length, device=x.device, dtype=x.dtype)[None, :, None]
+    lo = torch.maximum(j / length, i / n)
+    hi = torch.minimum((j + 1) / length, (i + 1) / n)
+    w = (hi - lo).clamp_min(0) * length * mask[:, None, :].to(x.dtype)   # (B, L, N)
+    return w @ zero_pad(x, mask)
+
+
+class AttentionPool(nn.Module):
+    """f = sum_t beta_t h_t with beta = softmax_t(v . tanh(W h_t))."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
+
+    def forward(self, h):                                       # (B, S, d) -> (B, d)
+        beta = torch.softmax(self.score(h).squeeze(-1), dim=1)
+        return torch.einsum("bs,bsd->bd", beta, h)
+
+
+# --- modality encoders -----------------------------------------------------------
+# Built with (input width, config, steps wanted, vector wanted); called with
+# (x, mask), they give (steps (B, N, d), their mask, utterance vector (B, d)).
+# Only parts that are wanted need parameters of their own.
+
+class SpeechEncoder(nn.Module):
+    """Conv1d + ReLU + max-pool by 2 per layer over the MFCC frames; one
+    linear layer maps each pooled step, and the max over steps, to d."""
+
+    def __init__(self, d_in, config, steps, vector):
+        super().__init__()
+        widths = (d_in, *config.speech_channels)
+        k = config.speech_kernel
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, k, padding=k // 2) for a, b in zip(widths, widths[1:]))
+        self.fc = nn.Linear(widths[-1], config.d)
+
+    def forward(self, x, mask):
+        for conv in self.convs:
+            h = torch.relu(conv(zero_pad(x, mask).transpose(1, 2)))
+            # Padded steps are zeroed before pooling; after the ReLU a zero never
+            # wins over a valid step, so an item pools the same alone or padded.
+            h = h * mask[:, None, :].to(h.dtype)
+            x = nn.functional.max_pool1d(h, 2, ceil_mode=True).transpose(1, 2)
+            mask = nn.functional.max_pool1d(mask[:, None, :].to(h.dtype), 2, ceil_mode=True)[:, 0] > 0
+        return self.fc(x), mask, self.fc(zero_pad(x, mask).max(1).values)
+
+
+class TextEncoder(nn.Module):
+    """Token states mapped to d per token; the vector from [CLS; token mean]."""
+
+    def __init__(self, d_in, config, steps, vector):
+        super().__init__()
+        self.steps = nn.Linear(d_in, config.d) if steps else None
+        self.vector = nn.Linear(2 * d_in, config.d) if vector else None
+
+    def forward(self, x, mask):
+        vec = None if self.vector is None else self.vector(torch.cat([x[:, 0], masked_mean(x, mask)], -1))
+        return (x if self.steps is None else self.steps(x)), mask, vec
+
+
+class VisualEncoder(nn.Module):
+    """Frame embeddings mapped to d; the vector is their masked mean."""
+
+    def __init__(self, d_in, config, steps, vector):
+        super().__init__()
+        self.proj = nn.Linear(d_in, config.d)
+
+    def forward(self, x, mask):
+        steps = self.proj(x)
+        return steps, mask, masked_mean(steps, mask)
+
+
+ENCODERS = {"speech": SpeechEncoder, "text": TextEncoder, "visual": VisualEncoder}
