@@ -59,7 +59,7 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import Head, Input, TrainConfig, masked_mean, masked_softmax, zero_pad
+from ..head import Head, Input, SelectMetric, TrainConfig, masked_mean, masked_softmax, zero_pad
 from . import HEADS
 
 # Modality letter -> input name, in the fixed order of the fusion.
@@ -106,7 +106,7 @@ class Config(TrainConfig):
     schedule: Literal["none", "step", "plateau"] = "plateau"
     clip: float = 1.0
     patience: int = 5
-    select_metric: Literal["ua", "wa", "wf1", "mf1", "loss"] = "loss"
+    select_metric: SelectMetric = "loss"      # a regression (MOSEI) may select on mae, acc2, ...
 
     @property
     def ablation(self) -> str:
@@ -232,7 +232,9 @@ class HFF(Head):
         weights = uncertainty_weights(alpha, logvar, self.config.confidence_eps)
         mu = combine(weights, steps, self.aligned)
         if self.training:
-            mu = mu + torch.randn_like(mu) * fused_variance(weights, logvar, self.aligned).sqrt()
+            # A dropped modality's token has variance 0, where sqrt has no gradient.
+            sigma = fused_variance(weights, logvar, self.aligned).clamp_min(1e-12).sqrt()
+            mu = mu + torch.randn_like(mu) * sigma
         if self.config.uncertainty_weight > 0:
             self.aux_losses["uncertainty"] = self.config.uncertainty_weight * gaussian_kl(vectors, logvar)
         return f0, mu

@@ -105,21 +105,23 @@ WORDING = {
 }
 
 # Prosody per emotion: (pitch shift in espeak-ng's 0..99 scale, words per
-# minute, loudness in espeak-ng's amplitude scale). Anger is loud and fast,
+# minute, loudness in espeak-ng's amplitude scale). Anger is the loudest and
+# fastest but not high (so that, with hap and exc merged as most label sets do,
+# it is not taken for excitement),
 # sadness low, slow and soft; happy and excited are high, excited more so;
 # surprise highest, fear high, fast and faint, disgust low and slow.
 # Rates are espeak-ng's for words spoken one at a time, which come out slower
 # than the same rate inside a sentence.
 PROSODY = {
-    "ang": (10, 265, 210),
-    "hap": (26, 215, 125),
-    "exc": (38, 255, 160),
+    "ang": (-4, 275, 200),
+    "hap": (30, 200, 120),
+    "exc": (42, 235, 140),
     "sad": (-26, 130, 45),
-    "fru": (-10, 175, 150),
+    "fru": (-12, 185, 165),
     "sur": (46, 225, 135),
     "fea": (32, 240, 60),
     "dis": (-18, 150, 115),
-    NEUTRAL: (0, 195, 90),
+    NEUTRAL: (0, 175, 80),
 }
 
 # Bracketed non-speech tokens a transcript may carry (never spoken in the audio).

@@ -33,7 +33,7 @@ from .speech import FRAME, SAMPLE_RATE, Synth, Voice, mix, resample, to_int16, w
 from . import video as vid
 
 VERSION = 1
-SIZES = {"small": 4, "full": 20}            # utterances per speaker
+SIZES = {"small": 4, "full": 50}            # utterances per speaker (full: enough for LOSO training)
 SESSIONS = range(1, 6)
 LABELLED = ("ang", "hap", "exc", "sad", "fru", "neu")
 DROPPED = ("xxx", "oth", "sur", "fea", "dis")
