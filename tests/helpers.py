@@ -79,3 +79,32 @@ def word_contexts(*texts):
         stored = ({k: a.data for k, a in words.arrays.items()}, words.meta)
         out.append(ItemContext(item, {}, {"words": lambda s=stored: s}))
     return out
+
+
+def demo_corpus_fixtures(layout, folder):
+    """Module-scoped fixtures `root`, `truth` and `items` for a reader test:
+    a small demo corpus of `layout` written once under `folder`, the truth
+    its generator wrote, and what the reader of the same name makes of it.
+    Use as `root, truth, items = demo_corpus_fixtures("meld", "MELD.Raw")`."""
+    import json
+
+    import pytest
+
+    from pipeline.corpora import read_corpus
+    from pipeline.demo import TRUTH_FILE, make_demo
+
+    @pytest.fixture(scope="module")
+    def root(tmp_path_factory):
+        path = tmp_path_factory.mktemp(layout) / folder
+        make_demo(layout, path, size="small", seed=0)
+        return path
+
+    @pytest.fixture(scope="module")
+    def truth(root):
+        return json.loads((root / TRUTH_FILE).read_text())
+
+    @pytest.fixture(scope="module")
+    def items(root):
+        return read_corpus(layout, root)
+
+    return root, truth, items

@@ -7,27 +7,12 @@ import pytest
 
 from pipeline.corpora import read_corpus
 from pipeline.corpora.affwild2 import read_annotation, subject_of
-from pipeline.demo import TRUTH_FILE, make_demo
 from pipeline.manifest import Item
 
-from tests.helpers import extract, summary
+from tests.helpers import demo_corpus_fixtures, extract, summary
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("affwild2") / "Aff-Wild2"
-    make_demo("affwild2", root, size="small", seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def truth(root):
-    return json.loads((root / TRUTH_FILE).read_text())
-
-
-@pytest.fixture(scope="module")
-def items(root):
-    return read_corpus("affwild2", root)
+root, truth, items = demo_corpus_fixtures("affwild2", "Aff-Wild2")
 
 
 def test_one_item_per_annotation_file(items, truth):

@@ -8,27 +8,12 @@ import pytest
 from pipeline import labels
 from pipeline.corpora import read_corpus
 from pipeline.corpora._text import decode_text
-from pipeline.demo import TRUTH_FILE, make_demo
 from pipeline.manifest import Item
 
-from tests.helpers import extract, summary
+from tests.helpers import demo_corpus_fixtures, extract, summary
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("meld") / "MELD.Raw"
-    make_demo("meld", root, size="small", seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def truth(root):
-    return json.loads((root / TRUTH_FILE).read_text())
-
-
-@pytest.fixture(scope="module")
-def items(root):
-    return read_corpus("meld", root)
+root, truth, items = demo_corpus_fixtures("meld", "MELD.Raw")
 
 
 def test_one_item_per_row_with_unique_ids(items, truth):

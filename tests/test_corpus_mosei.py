@@ -9,27 +9,12 @@ import pytest
 
 from pipeline.corpora import read_corpus
 from pipeline.corpora.mosei import LABELS, match_intervals, standard_folds
-from pipeline.demo import TRUTH_FILE, make_demo
 from pipeline.manifest import Item
 
-from tests.helpers import extract, summary
+from tests.helpers import demo_corpus_fixtures, extract, summary
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mosei") / "CMU_MOSEI"
-    make_demo("mosei", root, size="small", seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def truth(root):
-    return json.loads((root / TRUTH_FILE).read_text())
-
-
-@pytest.fixture(scope="module")
-def items(root):
-    return read_corpus("mosei", root)
+root, truth, items = demo_corpus_fixtures("mosei", "CMU_MOSEI")
 
 
 def test_one_item_per_label_interval_with_its_labels(items, truth):
