@@ -22,6 +22,12 @@ class Items(list):
         self.report = list(report)
 
 
+def no_options(corpus, options):
+    """Readers without options refuse any, naming them, before reading."""
+    if options:
+        raise ValueError(f"the {corpus} reader takes no options (got {', '.join(sorted(options))})")
+
+
 def load_all():
     # Every module in this package registers itself on import.
     for info in pkgutil.iter_modules(__path__):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 
 from ..manifest import Item, Media
-from . import CORPORA, Items
+from . import CORPORA, Items, no_options
 
 ANNOTATION_DIR = ("Annotations", "EXPR_Classification_Challenge")
 SPLITS = {"Train_Set": "train", "Validation_Set": "validation"}
@@ -36,8 +36,7 @@ SIDES = ("left", "right")
 
 @CORPORA.register("affwild2")
 def read_affwild2(root, **options) -> Items:
-    if options:
-        raise ValueError(f"the affwild2 reader takes no options (got {', '.join(sorted(options))})")
+    no_options("affwild2", options)
     root = os.path.abspath(root)
     annotations = _annotation_files(root)
     videos = _video_files(root)

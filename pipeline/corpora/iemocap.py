@@ -20,7 +20,7 @@ from bisect import bisect_right
 from contextlib import contextmanager
 
 from ..manifest import Item, Media, Word
-from . import CORPORA
+from . import CORPORA, no_options
 from ._text import read_text
 
 # `[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`
@@ -47,8 +47,7 @@ _FRAMES_PER_SECOND = 100
 
 @CORPORA.register("iemocap")
 def read_iemocap(root, **options) -> list:
-    if options:
-        raise ValueError(f"the iemocap reader takes no options (got {', '.join(sorted(options))})")
+    no_options("iemocap", options)
     root = os.path.abspath(root)
     sessions = _session_dirs(root)
     items = []

@@ -22,7 +22,7 @@ import io
 import os
 
 from ..manifest import Item, Media
-from . import CORPORA, Items
+from . import CORPORA, Items, no_options
 from ._text import read_text
 
 # split -> (label table, clip folder), as in MELD.Raw.
@@ -37,8 +37,7 @@ COLUMNS = ("Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_I
 
 @CORPORA.register("meld")
 def read_meld(root, **options) -> Items:
-    if options:
-        raise ValueError(f"the meld reader takes no options (got {', '.join(sorted(options))})")
+    no_options("meld", options)
     root = os.path.abspath(root)
     if not any(os.path.isfile(os.path.join(root, table)) for table, _ in SPLITS.values()):
         raise ValueError(f"MELD root {root} has none of {', '.join(t for t, _ in SPLITS.values())} "
