@@ -108,3 +108,28 @@ def demo_corpus_fixtures(layout, folder):
         return read_corpus(layout, root)
 
     return root, truth, items
+
+
+def demo_cache(base, layout, folder, stages_for, *demo_args) -> Path:
+    """Write a full demo corpus of `layout` under base/folder and extract
+    `--for stages_for` into base/cache (in this process); returns the cache."""
+    from pipeline.cli import main as pipeline
+
+    root = Path(base) / folder
+    assert pipeline(["demo-corpus", "--layout", layout, "--out", str(root), "--size", "full", *demo_args]) == 0
+    cache = Path(base) / "cache"
+    assert pipeline(["extract", "--dataset", layout, "--root", str(root), "--cache", str(cache),
+                     "--for", stages_for, "--scheduler", "sync", "--quiet"]) == 0
+    return cache
+
+
+def train_run(cache, out, model, *args, protocol="session", preset="demo") -> dict:
+    """`heads train` one head on `cache` into `out`; returns its results.json."""
+    import json
+
+    from heads.cli import main as heads
+
+    rc = heads(["train", "--model", model, "--cache", str(cache), "--protocol", protocol, "--preset", preset,
+                "--out", str(out), "--quiet", *args])
+    assert rc == 0
+    return json.loads((Path(out) / "results.json").read_text())

@@ -4,39 +4,28 @@ ablation scores at least 0.1 UA lower (the demo corpus puts the emotion in the
 wording, the prosody, or both, so neither modality alone can do it)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from heads.cli import main as heads
-from pipeline.cli import main as pipeline
+from tests.helpers import demo_cache, train_run
 
 
 @pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    base = tmp_path_factory.mktemp("heads_acceptance")
-    root = base / "IEMOCAP_full_release"
-    assert pipeline(["demo-corpus", "--out", str(root), "--size", "full", "--no-video"]) == 0
-    assert pipeline(["extract", "--dataset", "iemocap", "--root", str(root), "--cache", str(base / "cache"),
-                     "--for", "tsin", "--scheduler", "sync", "--quiet"]) == 0
-    return base
+def cache(tmp_path_factory):
+    return demo_cache(tmp_path_factory.mktemp("heads_acceptance"), "iemocap", "IEMOCAP_full_release", "tsin",
+                      "--no-video")
 
 
-def _train(base, variant):
-    out = base / f"run-{variant}"
-    rc = heads(["train", "--model", "tsin", "--cache", str(base / "cache"), "--protocol", "session",
-                "--preset", "demo", "--set", f"ablation={variant}", "--out", str(out), "--quiet"])
-    assert rc == 0
-    return json.loads((out / "results.json").read_text())
+def _train(cache, variant):
+    return train_run(cache, cache.parent / f"run-{variant}", "tsin", "--set", f"ablation={variant}")
 
 
 @pytest.mark.acceptance
-def test_tsin_demo_session_protocol(demo_cache):
-    full = _train(demo_cache, "full")
+def test_tsin_demo_session_protocol(cache):
+    full = _train(cache, "full")
     assert len(full["protocol"]["folds"]) == 5 and all(r["ok"] for r in full["leakage_check"])
     assert full["classes"] == ["ang", "hap", "sad", "neu"]
     ua = full["overall"]["ua"]["mean"]
     assert ua >= 0.9, f"TSIN demo UA {ua:.3f} < 0.9"
     for variant in ("speech_only", "text_only"):
-        other = _train(demo_cache, variant)["overall"]["ua"]["mean"]
+        other = _train(cache, variant)["overall"]["ua"]["mean"]
         assert other <= ua - 0.1, f"{variant} UA {other:.3f} is not 0.1 below the full model's {ua:.3f}"

@@ -8,31 +8,15 @@ ImageNet weights cannot be downloaded here. The demo puts the expression in
 the face's shape, so the face stream carries it."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from heads.cli import main as heads
-from pipeline.cli import main as pipeline
-
-
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    base = tmp_path_factory.mktemp("emmanet_acceptance")
-    root = base / "Aff-Wild2"
-    assert pipeline(["demo-corpus", "--layout", "affwild2", "--out", str(root), "--size", "full"]) == 0
-    assert pipeline(["extract", "--dataset", "affwild2", "--root", str(root), "--cache", str(base / "cache"),
-                     "--for", "emmanet_demo", "--scheduler", "sync", "--quiet"]) == 0
-    return base
+from tests.helpers import demo_cache, train_run
 
 
 @pytest.mark.acceptance
-def test_emmanet_demo_official_split(demo_cache):
-    out = demo_cache / "run"
-    rc = heads(["train", "--model", "emmanet", "--cache", str(demo_cache / "cache"), "--protocol", "official",
-                "--preset", "demo", "--out", str(out), "--quiet"])
-    assert rc == 0
-    record = json.loads((out / "results.json").read_text())
+def test_emmanet_demo_official_split(tmp_path_factory):
+    cache = demo_cache(tmp_path_factory.mktemp("emmanet_acceptance"), "affwild2", "Aff-Wild2", "emmanet_demo")
+    record = train_run(cache, cache.parent / "run", "emmanet", protocol="official")
     assert record["classes"] == ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise",
                                  "Other"]
     (run,) = record["runs"]

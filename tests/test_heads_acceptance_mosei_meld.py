@@ -12,34 +12,21 @@ prosody, so the thresholds are far above chance (ACC-7 chance ~ 0.2, seven
 MELD classes ~ 0.14) while leaving room for the seeds' spread."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from heads.cli import main as heads
-from pipeline.cli import main as pipeline
+from tests.helpers import demo_cache, train_run
 
 
-def _demo_cache(base, layout, folder, stages_for):
-    root = base / folder
-    assert pipeline(["demo-corpus", "--layout", layout, "--out", str(root), "--size", "full"]) == 0
-    assert pipeline(["extract", "--dataset", layout, "--root", str(root), "--cache", str(base / "cache"),
-                     "--for", stages_for, "--scheduler", "sync", "--quiet"]) == 0
-    return base / "cache"
-
-
-def _train(cache, out, model, labelset):
-    rc = heads(["train", "--model", model, "--cache", str(cache), "--protocol", "official", "--preset", "demo",
-                "--set", f"labelset={labelset}", "--out", str(out), "--quiet"])
-    assert rc == 0
-    return json.loads((out / "results.json").read_text())
+def _train(cache, model, labelset):
+    return train_run(cache, cache.parent / "run", model, "--set", f"labelset={labelset}", protocol="official")
 
 
 @pytest.mark.acceptance
 def test_hff_regresses_mosei_sentiment(tmp_path_factory, capsys):
     base = tmp_path_factory.mktemp("mosei_acceptance")
-    cache = _demo_cache(base, "mosei", "CMU_MOSEI", "hff_demo")
-    r = _train(cache, base / "run", "hff", "sentiment")
+    cache = demo_cache(base, "mosei", "CMU_MOSEI", "hff_demo")
+    r = _train(cache, "hff", "sentiment")
     assert r["task"] == {"kind": "regression", "value_range": [-3, 3]}
     (fold,) = r["protocol"]["folds"]
     assert fold["name"] == "official" and min(fold["train"], fold["dev"], fold["test"]) > 0
@@ -56,8 +43,8 @@ def test_hff_regresses_mosei_sentiment(tmp_path_factory, capsys):
 @pytest.mark.acceptance
 def test_bert_mlp_classifies_meld_emotions(tmp_path_factory):
     base = tmp_path_factory.mktemp("meld_acceptance")
-    cache = _demo_cache(base, "meld", "MELD.Raw", "bert_mlp")
-    r = _train(cache, base / "run", "bert_mlp", "7class")
+    cache = demo_cache(base, "meld", "MELD.Raw", "bert_mlp")
+    r = _train(cache, "bert_mlp", "7class")
     assert r["task"]["kind"] == "classification" and r["classes"][:2] == ["neutral", "joy"]
     (fold,) = r["protocol"]["folds"]
     assert fold["name"] == "official" and min(fold["train"], fold["dev"], fold["test"]) > 0
