@@ -169,7 +169,6 @@ def direct(items, kind, every=5, rate_hz=None):
         task = vision.PoseLandmarker.create_from_options(options)
         halves = False
     n = 0
-    t0 = time.perf_counter()
     try:
         for path, frames in plans:
             cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
