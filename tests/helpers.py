@@ -44,6 +44,18 @@ def extract(root, cache, *extra, dataset="table"):
                    "--scheduler", "sync", "--quiet", *extra)
 
 
+def fbank_of_every_item(root, cache, dataset, items, capsys) -> dict:
+    """Extract fbank from a demo corpus, check every item was computed, and
+    return {item id: fbank array} read back through the API."""
+    from pipeline.api import Cache
+
+    assert extract(root, cache, "--stages", "fbank", dataset=dataset) == 0
+    rows = summary(capsys.readouterr().out)
+    assert rows["fbank"]["computed"] == len(items) and rows["fbank"]["failed"] == "0"
+    feats = Cache(cache).load("fbank", [i.id for i in items])
+    return {i.id: feats[i.id].arrays["fbank"] for i in items}
+
+
 def summary(capsys_text):
     """Parse the per-stage summary table printed by `pipeline extract`."""
     rows = {}

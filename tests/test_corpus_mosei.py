@@ -11,7 +11,7 @@ from pipeline.corpora import read_corpus
 from pipeline.corpora.mosei import LABELS, match_intervals, standard_folds
 from pipeline.manifest import Item
 
-from tests.helpers import demo_corpus_fixtures, extract, summary
+from tests.helpers import demo_corpus_fixtures, fbank_of_every_item
 
 
 root, truth, items = demo_corpus_fixtures("mosei", "CMU_MOSEI")
@@ -101,15 +101,11 @@ def test_bad_root_and_options(tmp_path, root):
 
 
 def test_fbank_extracts_from_wav_and_mp4_spans(root, tmp_path, capsys, items):
-    assert extract(root, tmp_path / "cache", "--stages", "fbank", dataset="mosei") == 0
-    rows = summary(capsys.readouterr().out)
-    assert rows["fbank"]["computed"] == len(items) and rows["fbank"]["failed"] == "0"
-    from pipeline.api import Cache
-    feats = Cache(tmp_path / "cache").load("fbank", [i.id for i in items])
+    fbank = fbank_of_every_item(root, tmp_path / "cache", "mosei", items, capsys)
     for item in items:
-        frames = feats[item.id].arrays["fbank"].shape[0]
+        frames = fbank[item.id].shape[0]
         assert abs(frames - (item.audio.end - item.audio.start) * 100) <= 3, item.id
-        assert np.isfinite(feats[item.id].arrays["fbank"]).all()
+        assert np.isfinite(fbank[item.id]).all()
 
 
 def test_video_in_no_fold_has_no_split_and_is_reported(root, tmp_path):

@@ -53,6 +53,14 @@ def prepare(out, ours) -> Path:
     return out
 
 
+def size_spec(sizes, size):
+    """The layout's settings for a named size; an unknown name is refused
+    before anything is written."""
+    if size not in sizes:
+        raise ValueError(f"unknown demo size {size!r} (known: {', '.join(sizes)})")
+    return sizes[size]
+
+
 def count(values) -> dict:
     """{value: how often}, sorted by value."""
     counts = {}

@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import DEMO_LAYOUTS, TRUTH_FILE, count, prepare
+from . import DEMO_LAYOUTS, TRUTH_FILE, count, prepare, size_spec
 from . import video as vid
 from .emotions import sentence, tone
 from .speech import SAMPLE_RATE, Synth, mix, words_of
@@ -84,10 +84,8 @@ class Video:
 @DEMO_LAYOUTS.register("affwild2")
 def make_affwild2(out, size="small", seed=0, workers=None) -> dict:
     """Write the corpus to `out` (the Aff-Wild2 folder) and return its truth."""
-    if size not in SIZES:
-        raise ValueError(f"unknown demo size {size!r} (known: {', '.join(SIZES)})")
+    spec = size_spec(SIZES, size)
     out = prepare(out, "videos|Annotations")
-    spec = SIZES[size]
     videos = [_plan(i, split, two, suffix, spec, seed) for i, (split, two, suffix) in enumerate(spec["videos"])]
     synth = Synth(workers)
     synth.prefetch(r for v in videos for r in _requests(v, seed))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DEMO_LAYOUTS, TRUTH_FILE, count as _count, prepare
+from . import DEMO_LAYOUTS, TRUTH_FILE, count as _count, prepare, size_spec
 from .emotions import DEFAULT_NONSPEECH, NEUTRAL, NONSPEECH, PROSODY, sentence, tone
 from .speech import FRAME, SAMPLE_RATE, Synth, Voice, mix, resample, to_int16, words_of, write_wav
 from . import video as vid
@@ -124,9 +124,9 @@ def make_iemocap(out, size="small", seed=0, utterances_per_speaker=None, video=T
     dialog_audio=False skip the dialog AVIs and wavs (for fabricating large
     corpora fast); quirks=True adds the bad inputs listed in the truth file.
     """
-    if size not in SIZES:
-        raise ValueError(f"unknown demo size {size!r} (known: {', '.join(SIZES)})")
-    per_speaker = SIZES[size] if utterances_per_speaker is None else int(utterances_per_speaker)
+    per_speaker = size_spec(SIZES, size)
+    if utterances_per_speaker is not None:
+        per_speaker = int(utterances_per_speaker)
     if per_speaker < 1:
         raise ValueError("utterances_per_speaker must be at least 1")
     out = prepare(out, r"Session\d+")

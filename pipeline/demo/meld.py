@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import DEMO_LAYOUTS, TRUTH_FILE, count, prepare
+from . import DEMO_LAYOUTS, TRUTH_FILE, count, prepare, size_spec
 from . import video as vid
 from .emotions import sentence, tone
 from .speech import SAMPLE_RATE, Synth, mix, words_of
@@ -77,10 +77,9 @@ class Utterance:
 @DEMO_LAYOUTS.register("meld")
 def make_meld(out, size="small", seed=0, workers=None) -> dict:
     """Write the corpus to `out` (the MELD.Raw folder) and return its truth."""
-    if size not in SIZES:
-        raise ValueError(f"unknown demo size {size!r} (known: {', '.join(SIZES)})")
+    dialogues = size_spec(SIZES, size)
     out = prepare(out, "|".join([t for t, _ in SPLITS.values()] + [f for _, f in SPLITS.values()]))
-    utterances = [u for split, n in SIZES[size].items() for d in range(n)
+    utterances = [u for split, n in dialogues.items() for d in range(n)
                   for u in _dialogue(split, d, UTTERANCES[size], seed)]
     quirks = _quirks(utterances, seed)
     synth = Synth(workers)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import DEMO_LAYOUTS, TRUTH_FILE, count, prepare
+from . import DEMO_LAYOUTS, TRUTH_FILE, count, prepare, size_spec
 from . import video as vid
 from .emotions import sentence, tone
 from .speech import SAMPLE_RATE, Synth, mix, words_of, write_wav
@@ -76,10 +76,9 @@ class Segment:
 @DEMO_LAYOUTS.register("mosei")
 def make_mosei(out, size="small", seed=0, workers=None) -> dict:
     """Write the corpus to `out` (the CMU_MOSEI folder) and return its truth."""
-    if size not in SIZES:
-        raise ValueError(f"unknown demo size {size!r} (known: {', '.join(SIZES)})")
+    spec = size_spec(SIZES, size)
     out = prepare(out, r"Raw|" + LABEL_FILE)
-    videos = _pick_videos(SIZES[size], seed)
+    videos = _pick_videos(spec, seed)
     plan = {v: _plan_video(v, i, SEGMENTS[size], seed) for i, (v, _) in enumerate(videos)}
     quirks = _quirks(plan, seed)
     synth = Synth(workers)
