@@ -167,6 +167,20 @@ class Head(nn.Module):
         return sorted({i.stage for i in cls.inputs(config).values()})
 
 
+def kept_modalities(b, m, share, device):
+    """(B, M) 1.0 for each of M modalities an item keeps while training with
+    modality dropout: a `share` of the items loses one modality drawn at
+    random, so that no modality is left unused because another one fits the
+    training items more easily (not in the papers; off by default)."""
+    keep = torch.ones(b, m, device=device)
+    if share <= 0 or m < 2:
+        return keep
+    dropped = torch.rand(b, device=device) < share
+    which = torch.randint(m, (b,), device=device)
+    keep[dropped, which[dropped]] = 0.0
+    return keep
+
+
 def masked_mean(x, mask):
     """Mean over dim 1 of x (B, N, D) counting only positions where mask (B, N) is True."""
     m = mask.unsqueeze(-1).to(x.dtype)

@@ -86,6 +86,16 @@ def test_counts_codes_and_cues(demo_truth):
     assert all(i["cue"] == "none" for i in items if i["code"] in DROPPED)
 
 
+def test_each_session_speaks_its_own_lines(demo_truth):
+    """No line is heard in two sessions, so a speech model tested on a held-out
+    session cannot know its words by their sound."""
+    sessions = {}
+    for item in demo_truth["items"].values():
+        if item["text_clean"]:
+            sessions.setdefault(item["text_clean"], set()).add(item["session"])
+    assert all(len(s) == 1 for s in sessions.values()), sessions
+
+
 def test_prosody_carries_the_label(demo_root, demo_truth):
     """Loudness and speaking rate follow the code where prosody carries it,
     and stay neutral where only the words do."""

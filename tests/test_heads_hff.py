@@ -11,6 +11,7 @@ from heads_fake import fake_items
 from test_heads_models import (N_CLASSES, _batch, check_forward_backward, check_padding_changes_nothing,
                                check_tiny_overfit)
 
+from heads.head import kept_modalities
 from heads.models import load_all
 from heads.models.hff import (DynamicWeights, combine, confidence, fused_variance, resample_steps,
                               uncertainty_weights)
@@ -199,15 +200,11 @@ def test_leakage_check_catches_a_dialogue_on_two_sides():
 
 
 def test_modality_dropout_removes_one_modality_from_some_training_items():
-    config = _hff(modality_dropout=0.4)
-    batch, dims = _batch(HFF, config)
-    model = HFF(config, dims, N_CLASSES)
     torch.manual_seed(0)
-    keep = model.kept_modalities(2000, 3, "cpu")
+    keep = kept_modalities(2000, 3, 0.4, "cpu")
     lost = (keep == 0).sum(1)
     assert set(lost.tolist()) == {0, 1} and abs(lost.float().mean() - 0.4) < 0.05
+    assert torch.equal(kept_modalities(50, 3, 0.0, "cpu"), torch.ones(50, 3))
     dyn = DynamicWeights(2, 3)
     alpha = dyn(torch.randn(2, 3, 2), torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]))
     assert alpha[0, 1] == 0 and torch.allclose(alpha.sum(1), torch.ones(2))
-    model.eval()
-    assert torch.equal(model.kept_modalities(50, 3, "cpu"), torch.ones(50, 3))

@@ -177,6 +177,19 @@ def test_tsin_alignment_and_interaction():
     assert torch.all(t2[0, 2] == 0)
 
 
+def test_tsin_modality_dropout_blanks_one_modality_only_while_training():
+    cls = HEADS["tsin"]
+    config = _config(cls, "full", modality_dropout=0.5)
+    batch, dims = _batch(cls, config, lengths=(9,) * 400)
+    model = cls(config, dims, N_CLASSES)
+    s, t = model.blank(torch.ones(400, 3, 2), torch.ones(400, 2, 2))
+    lost = torch.stack([(s == 0).all((1, 2)), (t == 0).all((1, 2))], 1)
+    assert lost.sum(1).max() == 1 and 0.35 < lost.any(1).float().mean() < 0.65
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.classify(batch), model.classify(batch))
+
+
 def test_tsin_paper_preset_is_the_papers_recipe():
     config = HEADS["tsin"].make_config("paper")
     assert (config.d, config.d_fusion, config.max_frames, config.max_tokens) == (768, 512, 500, 150)

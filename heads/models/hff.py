@@ -59,7 +59,8 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import Head, Input, SelectMetric, TrainConfig, masked_mean, masked_softmax, zero_pad
+from ..head import (Head, Input, SelectMetric, TrainConfig, kept_modalities, masked_mean, masked_softmax,
+                    zero_pad)
 from . import HEADS
 
 # Modality letter -> input name, in the fixed order of the fusion.
@@ -221,7 +222,7 @@ class HFF(Head):
         """(f0, f1): the dynamically weighted fusion and the uncertainty-aware
         one (mu + noise * sigma while training), both (B, S', d)."""
         b, m = steps.shape[:2]
-        keep = self.kept_modalities(b, m, steps.device)
+        keep = kept_modalities(b, m, self.config.modality_dropout if self.training else 0.0, steps.device)
         alpha = (self.dynamic(vectors, keep) if self.dynamic is not None
                  else keep / keep.sum(-1, keepdim=True))
         f0 = combine(alpha, steps, self.aligned)
@@ -239,20 +240,6 @@ class HFF(Head):
         if self.config.uncertainty_weight > 0:
             self.aux_losses["uncertainty"] = self.config.uncertainty_weight * gaussian_kl(vectors, logvar)
         return f0, mu
-
-
-    def kept_modalities(self, b, m, device):
-        """(B, M) 1.0 for each modality an item keeps: all of them, except
-        while training with `modality_dropout`, when that share of the items
-        loses one modality drawn at random, so that no modality is left
-        unused because another one fits the training items more easily."""
-        keep = torch.ones(b, m, device=device)
-        if not self.training or self.config.modality_dropout <= 0 or m < 2:
-            return keep
-        dropped = torch.rand(b, device=device) < self.config.modality_dropout
-        which = torch.randint(m, (b,), device=device)
-        keep[dropped, which[dropped]] = 0.0
-        return keep
 
 
 def modality_letters(config):

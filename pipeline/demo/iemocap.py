@@ -32,7 +32,7 @@ from .emotions import DEFAULT_NONSPEECH, NEUTRAL, NONSPEECH, PROSODY, sentence, 
 from .speech import FRAME, SAMPLE_RATE, Synth, Voice, mix, resample, to_int16, words_of, write_wav
 from . import video as vid
 
-VERSION = 1
+VERSION = 2
 SIZES = {"small": 4, "full": 50}            # utterances per speaker (full: enough for LOSO training)
 SESSIONS = range(1, 6)
 LABELLED = ("ang", "hap", "exc", "sad", "fru", "neu")
@@ -240,12 +240,13 @@ def _utterance(index, dialog, session, gender, number, code, cue, seed):
 
 def _realise(session, gender, code, cue, variant, seed):
     """Sentence and voice for one (speaker, code, cue, variant): the synthesis
-    pool that repeats of the same variant share."""
+    pool that repeats of the same variant share; each session speaks its
+    own share of the lines."""
     rng = np.random.default_rng([seed, _REALISE, session, "FM".index(gender),
                                  _code_index(code), ("both", "prosody", "words", "none").index(cue), variant])
     word_code = code if cue in ("both", "words") else NEUTRAL
     tone_code = code if cue in ("both", "prosody") else NEUTRAL
-    said = sentence(word_code, rng)
+    said = sentence(word_code, rng, SESSIONS.index(session), len(SESSIONS))
     name, base_pitch = VOICES[session]["FM".index(gender)]
     return said, tone(tone_code, name, base_pitch, rng)
 
