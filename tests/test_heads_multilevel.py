@@ -150,6 +150,24 @@ def test_text_dropout_hides_every_text_input_in_training_only(name):
         assert not torch.allclose(model(batch), model(other), atol=1e-3)
 
 
+def test_speech_dropout_hides_every_frame_but_the_dummy_in_training_only():
+    cls = HEADS["harmofusion"]
+    config = cls.make_config("demo", {"dropout": 0.0, "text_dropout": 0.0, "speech_dropout": 0.999})
+    batch, dims = _batch(cls, config)
+    other = dict(batch, speech=torch.randn_like(batch["speech"]))
+    torch.manual_seed(0)
+    model = cls(config, dims, N_CLASSES)
+    with torch.no_grad():
+        assert torch.allclose(model(batch), model(other), atol=1e-5)       # frames hidden: only text counts
+        model.eval()
+        assert not torch.allclose(model(batch), model(other), atol=1e-3)
+    model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.2}), dims, N_CLASSES)
+    torch.manual_seed(0)
+    text, speech = model.hidden_parts(4000, "cpu")
+    assert not (text & speech).any()
+    assert abs(text.float().mean() - 0.3) < 0.03 and abs(speech.float().mean() - 0.2) < 0.03
+
+
 def test_regroup_cuts_flat_ids_into_words():
     flat = torch.tensor([[5, 6, 7, 8, 9, 0], [3, 4, 0, 0, 0, 0]])
     flat_mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
@@ -215,6 +233,7 @@ def test_inputs_follow_the_options():
     ({"d": 130}, "multiple of heads"),
     ({"fusion_layers": 0, "consistency_weight": 1.0}, "needs fusion_layers >= 1"),
     ({"align_epsilon": 1.0}, "align_epsilon"),
+    ({"text_dropout": 0.6, "speech_dropout": 0.5}, "sum to less than 1"),
     ({"align_weight": -1.0}, "align_weight must be >= 0"),
     ({"prenet_kernel": 4}, "odd"),
     ({"fusion": "sum"}, "fusion"),

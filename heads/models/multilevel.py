@@ -49,7 +49,9 @@ attention dropout, so its weights are a distribution for the KL term.
 of a share of the training items (every word, and the multigranular [CLS]
 input) — modality dropout: the demo corpus's words are easier to fit than
 its prosody, and without it the model leans on them alone. Only the demo
-preset uses these two.
+preset uses these two. `speech_dropout` (0 by default) likewise masks every
+frame but the dummy of a share of the items, so their label must come
+through the text alone.
 The multigranular recipe selects on dev weighted F1 (the paper says "F1").
 """
 from __future__ import annotations
@@ -101,6 +103,7 @@ class Config(TrainConfig):
     dropout: float = 0.1
     norm_first: bool = False        # pre-norm layers (False: post-norm, as the original transformer)
     text_dropout: float = 0.0       # training only: share of items whose words are all hidden
+    speech_dropout: float = 0.0     # training only: share of items whose frames are all hidden
     # auxiliary losses (0 = off)
     consistency_weight: float = 0.0
     align_weight: float = 0.0
@@ -198,8 +201,9 @@ class HarmoFusion(Head):
                 raise ConfigError(f"head {cls.name}: {name} must be >= 0")
         if c.consistency_weight > 0 and c.fusion_layers < 1:
             raise ConfigError(f"head {cls.name}: consistency_weight needs fusion_layers >= 1")
-        if not 0 <= c.text_dropout < 1:
-            raise ConfigError(f"head {cls.name}: text_dropout must be in [0, 1)")
+        if min(c.text_dropout, c.speech_dropout) < 0 or c.text_dropout + c.speech_dropout >= 1:
+            raise ConfigError(f"head {cls.name}: text_dropout and speech_dropout must be >= 0 "
+                              "and sum to less than 1")
         if not 0 <= c.align_epsilon < 1:
             raise ConfigError(f"head {cls.name}: align_epsilon must be in [0, 1)")
         if c.align_weight > 0:
@@ -216,16 +220,20 @@ class HarmoFusion(Head):
 
     def classify(self, batch):
         self.aux_losses = {}
-        hidden = self.hidden_text(len(batch["id"]), batch["speech"].device)
-        utterance = self.encoder(batch, self.aux_losses, hidden)
+        hidden, muted = self.hidden_parts(len(batch["id"]), batch["speech"].device)
+        utterance = self.encoder(batch, self.aux_losses, hidden, muted)
         return self.readout(utterance, batch, hidden)
 
-    def hidden_text(self, n, device):
-        """(n,) True for the items whose text is hidden this step
-        (`text_dropout`, training only)."""
-        if not self.training or self.config.text_dropout == 0:
-            return torch.zeros(n, dtype=torch.bool, device=device)
-        return torch.rand(n, device=device) < self.config.text_dropout
+    def hidden_parts(self, n, device):
+        """(text hidden, speech hidden), each (n,) True for the items that
+        lose that modality this step (`text_dropout`, `speech_dropout`;
+        training only; no item loses both)."""
+        c = self.config
+        if not self.training or c.text_dropout + c.speech_dropout == 0:
+            none = torch.zeros(n, dtype=torch.bool, device=device)
+            return none, none
+        draw = torch.rand(n, device=device)
+        return draw < c.text_dropout, (draw >= c.text_dropout) & (draw < c.text_dropout + c.speech_dropout)
 
     def readout(self, utterance, batch, hidden):
         return self.fc(self.dropout(utterance))
@@ -424,11 +432,15 @@ class MultilevelTransformer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.hop_s = frame_seconds(c) if c.align_weight > 0 else None
 
-    def forward(self, batch, aux, hidden):
-        """`hidden` (B,): items whose words are all masked (modality dropout)."""
+    def forward(self, batch, aux, hidden, muted=None):
+        """`hidden`, `muted` (B,): items whose words, or frames, are all
+        masked (modality dropout); the dummy frame is never masked, so a
+        muted item is read from the text alone."""
         c = self.config
         t, t_mask = self.encode_text(batch, hidden)
         speech, s_mask = pool_steps(batch["speech"], batch["speech_mask"], c.frame_pool)
+        if muted is not None:
+            s_mask = s_mask & ~muted.unsqueeze(-1)
         b = speech.shape[0]
         m = torch.cat([self.dummy.expand(b, 1, -1), speech], 1)
         m_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=m.device), s_mask], 1)
