@@ -138,7 +138,7 @@ def test_logits_read_only_the_dummy_position():
 @pytest.mark.parametrize("name", ["harmofusion", "muse_mg"])
 def test_text_dropout_hides_every_text_input_in_training_only(name):
     cls = HEADS[name]
-    config = cls.make_config("demo", {"dropout": 0.0, "text_dropout": 0.999})
+    config = cls.make_config("demo", {"dropout": 0.0, "text_dropout": 0.999, "speech_dropout": 0.0})
     batch, dims = _batch(cls, config)
     other = {k: (torch.randn_like(v) if k in ("words", "cls") else v) for k, v in batch.items()}
     other["phoneme_ids"] = torch.randint_like(batch["phoneme_ids"], 1, 60)
