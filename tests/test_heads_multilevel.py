@@ -135,32 +135,34 @@ def test_logits_read_only_the_dummy_position():
         handle.remove()
 
 
-@pytest.mark.parametrize("name", ["harmofusion", "muse_mg"])
-def test_text_dropout_hides_every_text_input_in_training_only(name):
-    cls = HEADS[name]
-    config = cls.make_config("demo", {"dropout": 0.0, "text_dropout": 0.999, "speech_dropout": 0.0})
+def _hidden_while_training(cls, dropouts, change):
+    """With nearly every training item losing one modality (`dropouts`),
+    changing that modality's inputs (`change(batch)`) changes nothing while
+    training and does change the output in evaluation. Returns what it built."""
+    config = cls.make_config("demo", {"dropout": 0.0, **dropouts})
     batch, dims = _batch(cls, config)
-    other = {k: (torch.randn_like(v) if k in ("words", "cls") else v) for k, v in batch.items()}
-    other["phoneme_ids"] = torch.randint_like(batch["phoneme_ids"], 1, 60)
+    other = change(batch)
     torch.manual_seed(0)
     model = cls(config, dims, N_CLASSES)
     with torch.no_grad():
-        assert torch.allclose(model(batch), model(other), atol=1e-5)       # text hidden: only speech counts
+        assert torch.allclose(model(batch), model(other), atol=1e-5)
         model.eval()
         assert not torch.allclose(model(batch), model(other), atol=1e-3)
+    return dims
+
+
+@pytest.mark.parametrize("name", ["harmofusion", "muse_mg"])
+def test_text_dropout_hides_every_text_input_in_training_only(name):
+    def change(batch):
+        other = {k: (torch.randn_like(v) if k in ("words", "cls") else v) for k, v in batch.items()}
+        return dict(other, phoneme_ids=torch.randint_like(batch["phoneme_ids"], 1, 60))
+    _hidden_while_training(HEADS[name], {"text_dropout": 0.999, "speech_dropout": 0.0}, change)
 
 
 def test_speech_dropout_hides_every_frame_but_the_dummy_in_training_only():
     cls = HEADS["harmofusion"]
-    config = cls.make_config("demo", {"dropout": 0.0, "text_dropout": 0.0, "speech_dropout": 0.999})
-    batch, dims = _batch(cls, config)
-    other = dict(batch, speech=torch.randn_like(batch["speech"]))
-    torch.manual_seed(0)
-    model = cls(config, dims, N_CLASSES)
-    with torch.no_grad():
-        assert torch.allclose(model(batch), model(other), atol=1e-5)       # frames hidden: only text counts
-        model.eval()
-        assert not torch.allclose(model(batch), model(other), atol=1e-3)
+    dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.999},
+                                  lambda batch: dict(batch, speech=torch.randn_like(batch["speech"])))
     model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.2}), dims, N_CLASSES)
     torch.manual_seed(0)
     text, speech = model.hidden_parts(4000, "cpu")
