@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 import torch
 from heads_fake import fake_items
-from test_heads_models import (N_CLASSES, _batch, check_forward_backward, check_padding_changes_nothing,
-                               check_tiny_overfit)
+from test_heads_models import (N_CLASSES, _batch, check_forward_backward, check_modality_dropout_is_off_in_evaluation,
+                               check_padding_changes_nothing, check_tiny_overfit)
 
 from heads.head import kept_modalities
 from heads.models import load_all
@@ -208,3 +208,4 @@ def test_modality_dropout_removes_one_modality_from_some_training_items():
     dyn = DynamicWeights(2, 3)
     alpha = dyn(torch.randn(2, 3, 2), torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]))
     assert alpha[0, 1] == 0 and torch.allclose(alpha.sum(1), torch.ones(2))
+    check_modality_dropout_is_off_in_evaluation(HFF, _hff(modality_dropout=0.9))

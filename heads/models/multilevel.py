@@ -434,15 +434,14 @@ class MultilevelTransformer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.hop_s = frame_seconds(c) if c.align_weight > 0 else None
 
-    def forward(self, batch, aux, hidden, muted=None):
+    def forward(self, batch, aux, hidden, muted):
         """`hidden`, `muted` (B,): items whose words, or frames, are all
         masked (modality dropout); the dummy frame is never masked, so a
         muted item is read from the text alone."""
         c = self.config
         t, t_mask = self.encode_text(batch, hidden)
         speech, s_mask = pool_steps(batch["speech"], batch["speech_mask"], c.frame_pool)
-        if muted is not None:
-            s_mask = s_mask & ~muted.unsqueeze(-1)
+        s_mask = s_mask & ~muted.unsqueeze(-1)
         b = speech.shape[0]
         m = torch.cat([self.dummy.expand(b, 1, -1), speech], 1)
         m_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=m.device), s_mask], 1)
