@@ -13,8 +13,8 @@ from test_heads_models import (N_CLASSES, _batch, check_forward_backward, check_
 
 from heads.head import kept_modalities
 from heads.models import load_all
-from heads.models.hff import (DynamicWeights, combine, confidence, fused_variance, resample_steps,
-                              uncertainty_weights)
+from heads.models.hff import (DynamicWeights, SpeechEncoder, combine, confidence, fused_variance, max_bins,
+                              resample_steps, uncertainty_weights)
 from heads.protocols import Fold, LeakageError, Options, ProtocolError, assert_no_leakage, make_folds
 from pipeline.stage import ConfigError
 
@@ -26,6 +26,11 @@ SWITCHES = ({}, {"no_attention": True}, {"no_dynamic_weighting": True}, {"no_tem
 # Every subset with the full model; every switch with all three modalities,
 # one modality alone and a pair (the switches change how modalities meet).
 GRID = [(m, {}) for m in SUBSETS] + [(m, s) for s in SWITCHES[1:] for m in ("stv", "s", "tv")]
+# The speech CNN's two forms (the fake 2-D input is 2 coefficients per plane), and
+# its steps max-pooled rather than averaged onto the aligned steps.
+CNNS = [({"speech_conv": "1d", "frame_pool": 1}, "1d"), ({"speech_conv": "2d", "speech_planes": 1}, "2d-1plane"),
+        ({"speech_conv": "2d", "speech_planes": 5, "frame_pool": 2}, "2d-5planes"),
+        ({"speech_bins": "max", "steps": 3}, "max-bins")]
 
 
 def _hff(**values):
@@ -43,13 +48,46 @@ def test_every_subset_and_switch_runs_and_ignores_padding(modalities, switches):
     check_padding_changes_nothing(HFF, config)
 
 
-OVERFIT = [(m, {}) for m in SUBSETS] + [("stv", s) for s in SWITCHES[1:]]
+@pytest.mark.parametrize("cnn", [c for c, _ in CNNS], ids=[n for _, n in CNNS])
+def test_both_speech_cnns_run_and_ignore_padding(cnn):
+    for modalities in ("s", "stv"):
+        config = _hff(modalities=modalities, **cnn)
+        check_forward_backward(HFF, config)
+        check_padding_changes_nothing(HFF, config)
+
+
+OVERFIT = ([(m, {}) for m in SUBSETS] + [("stv", s) for s in SWITCHES[1:]]
+           + [("s", {"speech_conv": "1d"}), ("s", {"speech_bins": "max"})])
 
 
 @pytest.mark.parametrize("modalities,switches", OVERFIT, ids=[f"{m}-{_name(s)}" for m, s in OVERFIT])
 def test_every_subset_and_switch_fits_a_tiny_batch(modalities, switches, tmp_path):
     # Without modality dropout, like without dropout: the fit is measured in training mode.
     check_tiny_overfit(HFF, _hff(modalities=modalities, modality_dropout=0.0, **switches), tmp_path)
+
+
+def test_2d_speech_cnn_reads_the_mfcc_matrix_as_planes():
+    """Input steps [c_1..c_4, d_1..d_4] (2 planes of 4): with one 1x1
+    kernel that keeps the delta plane, a layer gives the max of relu(d) over
+    each 2 x 2 block of (frames, coefficients), and the identity output layer
+    passes those 2 values per pooled step through."""
+    config = _hff(speech_conv="2d", speech_planes=2, speech_channels=(1,), speech_kernel=1, frame_pool=1, d=2,
+                  heads=1)
+    encoder = SpeechEncoder(8, config, True, True)
+    with torch.no_grad():
+        encoder.convs[0].weight.copy_(torch.tensor([0.0, 1.0]).view(1, 2, 1, 1))
+        encoder.convs[0].bias.zero_()
+        encoder.fc.weight.copy_(torch.eye(2))
+        encoder.fc.bias.zero_()
+    ceps = torch.full((3, 4), 100.0)
+    deltas = torch.tensor([[1.0, -2, 3, 0], [-1, 5, -3, -4], [2, 2, 2, 9]])
+    x = torch.cat([ceps, deltas], 1)[None]                            # (1, T=3, 8)
+    steps, mask, vector = encoder(x, torch.ones(1, 3, dtype=torch.bool))
+    expected = torch.tensor([[5.0, 3.0], [2.0, 9.0]])                 # frames (1, 2) and (3)
+    assert torch.equal(steps[0], expected) and mask.tolist() == [[True, True]]
+    assert torch.equal(vector[0], expected.max(0).values)
+    with pytest.raises(ConfigError, match="speech_planes"):
+        SpeechEncoder(7, config, True, True)
 
 
 def test_variant_names_and_inputs():
@@ -74,6 +112,7 @@ def test_paper_preset_is_the_papers_recipe():
     ({"modalities": ""}, "non-empty subset"), ({"modalities": "sx"}, "non-empty subset"),
     ({"modalities": "ss"}, "each once"), ({"d": 60, "heads": 8}, "divisible"),
     ({"speech_kernel": 4}, "odd"), ({"confidence_eps": 0.0}, "confidence_eps"),
+    ({"frame_pool": 0}, "frame_pool"), ({"speech_planes": 0}, "planes"), ({"speech_conv": "3d"}, "speech_conv"),
 ])
 def test_bad_options_fail_before_any_work(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -154,6 +193,16 @@ def test_resample_steps_spreads_each_item_over_its_own_span():
     assert torch.allclose(odd[0, :, 0], torch.tensor([1.0, 5.0]))         # overlap-weighted: (0*2+3)/3
     empty = resample_steps(x[:1], torch.zeros(1, 4, dtype=torch.bool), 3)
     assert torch.equal(empty, torch.zeros(1, 3, 1))
+
+
+def test_max_bins_keep_the_largest_step_overlapping_each_bin():
+    x = torch.tensor([[[1.0], [5.0], [2.0], [0.0]], [[3.0], [-1.0], [99.0], [99.0]]])
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    assert torch.equal(max_bins(x, mask, 2)[..., 0], torch.tensor([[5.0, 2.0], [3.0, -1.0]]))
+    assert torch.equal(max_bins(x, mask, 1)[..., 0], torch.tensor([[5.0], [3.0]]))     # padding never wins
+    odd = max_bins(torch.tensor([[[4.0], [0.0], [1.0]]]), torch.ones(1, 3, dtype=torch.bool), 2)
+    assert torch.equal(odd[0, :, 0], torch.tensor([4.0, 1.0]))           # the middle step overlaps both bins
+    assert torch.equal(max_bins(x, torch.zeros(2, 4, dtype=torch.bool), 3), torch.zeros(2, 3, 1))
 
 
 # --- the hff protocol --------------------------------------------------------------
