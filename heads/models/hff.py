@@ -395,6 +395,7 @@ class SpeechEncoder(nn.Module):
                 coefficients = -(-coefficients // 2)
             out = config.speech_channels[-1] * coefficients
         self.convs = nn.ModuleList(conv(a, b, k, padding=k // 2) for a, b in zip(widths, widths[1:]))
+        self.pool = nn.functional.max_pool1d if self.planes is None else nn.functional.max_pool2d
         self.fc = nn.Linear(out, config.d)
 
     def forward(self, x, mask):
@@ -406,12 +407,10 @@ class SpeechEncoder(nn.Module):
             # Padded steps are zeroed before every conv and pool; after the ReLU
             # a zero never wins over a valid step, so an item pools the same
             # alone or padded.
-            m = mask[:, None, :, None] if h.dim() == 4 else mask[:, None, :]
-            h = torch.relu(conv(h * m.to(h.dtype))) * m.to(h.dtype)
-            h = nn.functional.max_pool2d(h, 2, ceil_mode=True) if h.dim() == 4 else \
-                nn.functional.max_pool1d(h, 2, ceil_mode=True)
+            m = mask.view(*mask.shape[:1], 1, mask.shape[1], *(1,) * (h.dim() - 3)).to(h.dtype)
+            h = self.pool(torch.relu(conv(h * m)) * m, 2, ceil_mode=True)
             mask = nn.functional.max_pool1d(mask[:, None, :].to(h.dtype), 2, ceil_mode=True)[:, 0] > 0
-        x = h.transpose(1, 2).flatten(2) if h.dim() == 4 else h.transpose(1, 2)   # (B, T', width)
+        x = h.transpose(1, 2).flatten(2)                                         # (B, T', width)
         return self.fc(x), mask, self.fc(zero_pad(x, mask).max(1).values)
 
 
