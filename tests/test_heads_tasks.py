@@ -123,10 +123,10 @@ def test_the_task_sets_the_loss_for_every_head():
     hff = load_all()["hff"]
     config = hff.make_config("demo", {"modalities": "st"})
     torch.manual_seed(0)
-    model = hff(config, {"speech": 5, "text": 6}, 1)
+    model = hff(config, {"speech": 6, "text": 6}, 1)
     model.task = tasks.Regression((-3, 3))
     batch = {"id": ["a", "b"], "label": torch.tensor([1.5, -2.0]),
-             "speech": torch.randn(2, 9, 5), "speech_mask": torch.ones(2, 9, dtype=torch.bool),
+             "speech": torch.randn(2, 9, 6), "speech_mask": torch.ones(2, 9, dtype=torch.bool),
              "text": torch.randn(2, 4, 6), "text_mask": torch.ones(2, 4, dtype=torch.bool)}
     out = model(batch)
     assert out.shape == (2, 1)
