@@ -189,6 +189,7 @@ def cmd_train(args):
 
     data = cls.open_data(cache, dataset, config)
     check_select_metric(data.task, config, cls.name)      # the label set decides the task
+    cls.check_dims(config, data.dims())
     for item_id, why in sorted(data.dropped.items()):
         print(f"heads: skipping {item_id}: extraction failed ({why})", file=sys.stderr)
     folds, leakage = make_folds(args.protocol, list(data.items.values()), options)

@@ -149,6 +149,11 @@ class Head(nn.Module):
             raise ConfigError(f"head {cls.name}: lr must be > 0")
 
     @classmethod
+    def check_dims(cls, config, dims):
+        """Raise ConfigError when an option does not fit the input widths
+        (input name -> width, read from the cache before any training)."""
+
+    @classmethod
     def open_data(cls, cache, dataset, config):
         """The labelled data the head trains on: by default one example per
         item (heads/data.py); per-frame heads return windows cut from items."""

@@ -45,6 +45,16 @@ def test_bad_options_fail_before_work(fbank_only, capsys, argv, message):
     assert rc == 2 and message in capsys.readouterr().err
 
 
+def test_options_that_do_not_fit_the_inputs_fail_before_training(fbank_only, capsys, tmp_path):
+    # HFF's 2-D speech CNN needs whole planes: the 6-wide fbank is not 4 of them.
+    rc = main(["train", "--model", "hff", "--cache", str(fbank_only), "--preset", "demo", "--set", "modalities=st",
+               "--set", "speech_stage=fbank@tsin", "--set", "speech_array=fbank", "--set", "text_stage=mfcc",
+               "--set", "text_array=mfcc", "--set", "speech_planes=4", "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "speech input width 6 is not 4 planes" in err
+    assert "session protocol" not in out and not (tmp_path / "run").exists()   # before the folds, not in them
+
+
 def test_train_report_evaluate(fbank_only, capsys, tmp_path):
     run = tmp_path / "run"
     rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), "--preset", "demo",

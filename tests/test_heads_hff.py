@@ -88,6 +88,10 @@ def test_2d_speech_cnn_reads_the_mfcc_matrix_as_planes():
     assert torch.equal(vector[0], expected.max(0).values)
     with pytest.raises(ConfigError, match="speech_planes"):
         SpeechEncoder(7, config, True, True)
+    with pytest.raises(ConfigError, match="speech input width 7 is not 2 planes"):
+        HFF.check_dims(config, {"speech": 7, "text": 5})
+    HFF.check_dims(config, {"speech": 8})
+    HFF.check_dims(_hff(speech_conv="1d"), {"speech": 7})
 
 
 def test_variant_names_and_inputs():

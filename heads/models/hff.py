@@ -19,7 +19,8 @@ Our choices where the paper is vague (all configurable):
 - Alignment: each modality keeps a sequence (the speech CNN's feature map
   over time, the token states, the frame embeddings), projected to d and
   resampled onto `steps` (L = 32) equal bins of the item's span: a bin is the
-  overlap-weighted mean of the steps covering it (`resample_steps`). Steps
+  overlap-weighted mean of the steps covering it (`resample_steps`;
+  `speech_bins=max` takes the speech CNN's max over them instead). Steps
   of a modality are taken as evenly spread over the item; token times are
   not used, since many corpora have none. The weights are computed per
   modality from its utterance vector and applied at every step.
@@ -187,6 +188,11 @@ class HFF(Head):
             raise ConfigError("head hff: confidence_eps must be > 0 and uncertainty_weight >= 0")
         if not 0 <= config.modality_dropout < 1:
             raise ConfigError("head hff: modality_dropout must be in [0, 1)")
+
+    @classmethod
+    def check_dims(cls, config, dims):
+        if "speech" in dims:
+            check_planes(config, dims["speech"])
 
     def __init__(self, config, dims, n_classes):
         super().__init__(config, dims, n_classes)
@@ -371,6 +377,13 @@ class AttentionPool(nn.Module):
 # (x, mask), they give (steps (B, N, d), their mask, utterance vector (B, d)).
 # Only parts that are wanted need parameters of their own.
 
+def check_planes(config, width):
+    """The 2-D speech CNN needs the input steps to be whole planes."""
+    if config.speech_conv == "2d" and width % config.speech_planes:
+        raise ConfigError(f"head hff: speech input width {width} is not {config.speech_planes} planes "
+                          f"(speech_planes) of equal width")
+
+
 class SpeechEncoder(nn.Module):
     """The speech CNN: conv + ReLU + max-pool by 2 per layer (`speech_conv`
     1d: MFCCs as channels, kernels over time; 2d: the planes of the MFCC
@@ -386,9 +399,7 @@ class SpeechEncoder(nn.Module):
         if self.planes is None:
             widths, conv, out = (d_in, *config.speech_channels), nn.Conv1d, config.speech_channels[-1]
         else:
-            if d_in % self.planes:
-                raise ConfigError(f"head hff: speech input width {d_in} is not {self.planes} planes "
-                                  f"(speech_planes) of equal width")
+            check_planes(config, d_in)
             widths, conv = (self.planes, *config.speech_channels), nn.Conv2d
             coefficients = d_in // self.planes
             for _ in config.speech_channels:
@@ -400,7 +411,7 @@ class SpeechEncoder(nn.Module):
 
     def forward(self, x, mask):
         x, mask = pool_steps(x, mask, self.frame_pool)
-        h = zero_pad(x, mask).transpose(1, 2)                                   # (B, D, T)
+        h = x.transpose(1, 2)                                                   # (B, D, T)
         if self.planes is not None:
             h = h.unflatten(1, (self.planes, -1)).transpose(2, 3)              # (B, P, T, C)
         for conv in self.convs:
