@@ -229,6 +229,28 @@ def test_early_stopping_keeps_the_best_dev_epoch(tmp_path):
     assert out["selected_on"] == "dev loss"
 
 
+def test_average_last_keeps_the_mean_weights_of_the_last_epochs(tmp_path):
+    cls = HEADS["tsin"]
+    config = dataclasses.replace(_config(cls, "full"), epochs=4, average_last=3, dropout=0.0)
+    batch, dims = _batch(cls, config)
+    seed_everything(0)
+    model = cls(config, dims, N_CLASSES)
+    seen = []                           # the weights before each forward: one batch per epoch, no dev part
+    model.register_forward_pre_hook(lambda m, _: seen.append({k: v.clone() for k, v in m.state_dict().items()}))
+    out = fit(model, [batch], None, config, list("abcd"), torch.device("cpu"), tmp_path / "m.pt", progress=False)
+    # The model now holds the mean; the last epoch's own weights come from a rerun without averaging.
+    seed_everything(0)
+    plain = cls(dataclasses.replace(config, average_last=0), dims, N_CLASSES)
+    fit(plain, [batch], None, dataclasses.replace(config, average_last=0), list("abcd"), torch.device("cpu"),
+        tmp_path / "p.pt", progress=False)
+    epochs = [seen[i] for i in (2, 3)] + [plain.state_dict()]
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=False)["state_dict"]
+    for k, v in ckpt.items():
+        assert torch.allclose(v, sum(e[k] for e in epochs) / 3, atol=1e-6), k
+    assert not all(torch.equal(ckpt[k], epochs[-1][k]) for k in ckpt)
+    assert out["selected_on"] == "mean weights of the last 3 epochs (no dev part)"
+
+
 def test_training_is_reproducible_for_a_seed(tmp_path):
     batch, dims = _batch(HEADS["tsin"], _config(HEADS["tsin"], "full"))
     a, ca = _tsin_fit(tmp_path, "a.pt", batch, dims, epochs=3, dropout=0.2)
