@@ -62,7 +62,8 @@ class TrainConfig:
     clip: float = 0.0               # max gradient norm; 0 = no clipping
     select_metric: SelectMetric = "ua"   # dev metric for selection (one of the task's: heads/tasks.py)
     patience: int = 0               # epochs without dev improvement before stopping; 0 = never stop early
-    average_last: int = 0           # without a dev part: keep the mean weights of the last k epochs (0 = the last)
+    average_last: int = 0           # without a dev part: keep the mean weights of the last k epochs (0 = the last;
+                                    # all epochs when there are fewer)
     num_workers: int = 0            # DataLoader worker processes
     threads: int = 1                # CPU threads for torch (0: torch's default); small
                                     # recurrent heads run fastest on one thread
@@ -148,8 +149,8 @@ class Head(nn.Module):
                 raise ConfigError(f"head {cls.name}: {name} must be >= 1")
         if config.lr <= 0:
             raise ConfigError(f"head {cls.name}: lr must be > 0")
-        if not 0 <= config.average_last <= config.epochs:
-            raise ConfigError(f"head {cls.name}: average_last={config.average_last} must be in 0..epochs")
+        if config.average_last < 0:
+            raise ConfigError(f"head {cls.name}: average_last must be >= 0")
 
     @classmethod
     def check_dims(cls, config, dims):

@@ -177,7 +177,7 @@ def _selected_on(config, dev_batches):
     if dev_batches is not None:
         return f"dev {config.select_metric}"
     if config.average_last:
-        return f"mean weights of the last {config.average_last} epochs (no dev part)"
+        return f"mean weights of the last {min(config.average_last, config.epochs)} epochs (no dev part)"
     return "last epoch (no dev part)"
 
 

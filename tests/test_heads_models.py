@@ -11,6 +11,7 @@ import torch
 from heads.models import load_all
 from heads.train import fit, seed_everything
 from pipeline.presets import head_stage_lists
+from pipeline.stage import ConfigError
 
 HEADS = load_all()
 N_CLASSES = 4
@@ -249,6 +250,9 @@ def test_average_last_keeps_the_mean_weights_of_the_last_epochs(tmp_path):
         assert torch.allclose(v, sum(e[k] for e in epochs) / 3, atol=1e-6), k
     assert not all(torch.equal(ckpt[k], epochs[-1][k]) for k in ckpt)
     assert out["selected_on"] == "mean weights of the last 3 epochs (no dev part)"
+    with pytest.raises(ConfigError, match="average_last"):
+        _config(cls, "full", average_last=-1)
+    assert _config(cls, "full", epochs=2, average_last=20).average_last == 20     # all epochs when fewer
 
 
 def test_training_is_reproducible_for_a_seed(tmp_path):
