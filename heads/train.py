@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from .data import collate, input_stats
@@ -126,7 +127,8 @@ def _fit(model, train_batches, dev_batches, config, task, device, checkpoint, de
     opt = OPTIMIZERS[config.optimizer](model.parameters(), config)
     sched = SCHEDULES[config.schedule](opt, config)
     history, best, best_epoch, waited = [], None, 0, 0
-    average = WeightAverage() if dev_batches is None and config.average_last else None
+    # Without a dev part to pick an epoch, the mean of the last epochs' weights is steadier than the last alone.
+    average = AveragedModel(model) if dev_batches is None and config.average_last else None
     for epoch in range(1, config.epochs + 1):
         model.train()
         total, metric_sum, loss_sum = 0, 0.0, 0.0
@@ -155,7 +157,7 @@ def _fit(model, train_batches, dev_batches, config, task, device, checkpoint, de
         _step_schedule(sched, row, config)
         if dev_batches is None:
             if average is not None and epoch > config.epochs - config.average_last:
-                average.add(model)
+                average.update_parameters(model)
             continue
         value = row[f"dev_{config.select_metric}"]
         if better(config.select_metric, value, best):
@@ -168,7 +170,8 @@ def _fit(model, train_batches, dev_batches, config, task, device, checkpoint, de
     if dev_batches is None:
         best_epoch = history[-1]["epoch"]
         if average is not None:
-            average.apply(model)
+            nn.utils.vector_to_parameters(nn.utils.parameters_to_vector(average.module.parameters()),
+                                          model.parameters())
         save_checkpoint(checkpoint, model, config, best_epoch, extra)
     return {"history": history, "kept_epoch": best_epoch, "selected_on": _selected_on(config, dev_batches)}
 
@@ -179,29 +182,6 @@ def _selected_on(config, dev_batches):
     if config.average_last:
         return f"mean weights of the last {min(config.average_last, config.epochs)} epochs (no dev part)"
     return "last epoch (no dev part)"
-
-
-class WeightAverage:
-    """The running mean of a model's floating-point weights and buffers over
-    the epochs added (without a dev part to pick an epoch, the mean of the
-    last few is steadier than the last one alone); integer buffers such as
-    counters keep their last value."""
-
-    def __init__(self):
-        self.sum, self.count = None, 0
-
-    def add(self, model):
-        state = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-        if self.sum is None:
-            self.sum = state
-        else:
-            for k, v in state.items():
-                self.sum[k] += v
-        self.count += 1
-
-    def apply(self, model):
-        if self.count:
-            model.load_state_dict({k: v / self.count for k, v in self.sum.items()}, strict=False)
 
 
 def _step_schedule(sched, row, config):
