@@ -94,15 +94,48 @@ def test_2d_speech_cnn_reads_the_mfcc_matrix_as_planes():
     HFF.check_dims(_hff(speech_conv="1d"), {"speech": 7})
 
 
+def test_prosody_track_joins_the_speech_cnn_steps():
+    """A 1x1 kernel keeping the MFCC delta plane and a kernel-1 prosody conv
+    that doubles its one descriptor: each pooled step is [max relu(delta)
+    over its 2 x 2 block, max relu(2 p) over its 2 frames], the tracks cut to
+    their common frames (the prosody track here is one frame longer, and one
+    item's prosody ends first)."""
+    config = _hff(speech_conv="2d", speech_planes=2, speech_channels=(1,), speech_kernel=1, frame_pool=1, d=2,
+                  heads=1, prosody_channels=1)
+    encoder = SpeechEncoder(4, config, True, True, prosody_dim=1)
+    assert encoder.reads("speech") == ("speech", "prosody")
+    with torch.no_grad():
+        encoder.convs[0].weight.copy_(torch.tensor([0.0, 1.0]).view(1, 2, 1, 1))
+        encoder.prosody[0].weight.fill_(2.0)
+        for layer in (encoder.convs[0], encoder.prosody[0], encoder.fc):
+            layer.bias.zero_()
+        encoder.fc.weight.copy_(torch.eye(2))
+    ceps = torch.zeros(4, 2)
+    deltas = torch.tensor([[1.0, -2], [-1, 5], [2, 3], [4, 0]])
+    x = torch.cat([ceps, deltas], 1)[None].repeat(2, 1, 1)             # (2, T=4, 4)
+    p = torch.tensor([3.0, -1, 0.5, 7, 100])[None, :, None].repeat(2, 1, 1)   # (2, 5, 1)
+    p_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    steps, mask, vector = encoder(x, torch.ones(2, 4, dtype=torch.bool), p, p_mask)
+    assert torch.equal(steps[0], torch.tensor([[5.0, 6.0], [4.0, 14.0]]))   # frames (1, 2) and (3, 4)
+    assert mask.tolist() == [[True, True], [True, True]]
+    assert torch.equal(steps[1], torch.tensor([[5.0, 6.0], [3.0, 1.0]]))    # item 2: frames (1, 2) and (3)
+    assert torch.equal(vector[0], torch.tensor([5.0, 14.0]))
+    without = SpeechEncoder(4, config, True, True)
+    assert without.reads("speech") == ("speech",) and without.fc.in_features == 1
+
+
 def test_variant_names_and_inputs():
     assert _hff().ablation == "full"
     assert _hff(modalities="ts").ablation == "st"            # letters in the fusion's order
     assert _hff(modalities="tv", no_alignment=True).ablation == "tv+no_alignment"
     assert _hff(uncertainty=False).ablation == "no_uncertainty"
-    assert sorted(HFF.inputs(_hff(modalities="sv"))) == ["speech", "visual"]
+    assert sorted(HFF.inputs(_hff(modalities="sv", prosody_stage=""))) == ["speech", "visual"]
+    # The prosody track belongs to speech: read with it, never without it.
+    assert sorted(HFF.inputs(_hff(modalities="sv"))) == ["prosody", "speech", "visual"]
+    assert sorted(HFF.inputs(_hff(modalities="tv"))) == ["text", "visual"]
     paper = HFF.make_config("paper")
     assert HFF.stages(paper) == ["bert@hff", "frames@hff", "mfcc@hff"]
-    assert HFF.stages(_hff()) == ["bert@hff", "frames@hff_demo", "mfcc@hff"]
+    assert HFF.stages(_hff()) == ["bert@hff", "frames@hff_demo", "mfcc@hff", "opensmile@egemaps_lld"]
 
 
 def test_paper_preset_is_the_papers_recipe():

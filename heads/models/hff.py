@@ -88,6 +88,10 @@ class Config(TrainConfig):
     max_tokens: int = 128
     max_images: int = 64            # sampled video frames
     frame_pool: int = 1             # average k MFCC frames before the speech CNN (1 = the paper)
+    # optional prosody track read beside the MFCCs ("" = none, the paper), e.g. eGeMAPS LLDs
+    prosody_stage: str = ""
+    prosody_array: str = "lld"
+    prosody_channels: int = 32
     # model
     modalities: str = "stv"         # any non-empty subset of s, t, v
     no_attention: bool = False
@@ -156,7 +160,7 @@ class HFF(Head):
         "demo": {"d": 64, "speech_conv": "2d", "speech_channels": (32, 64), "speech_kernel": 3, "frame_pool": 4,
                  "epochs": 80, "batch_size": 16, "lr": 3e-4, "schedule": "none", "average_last": 20,
                  "modality_dropout": 0.3, "max_frames": 600, "standardize": "speaker",
-                 "visual_stage": "frames@hff_demo"},
+                 "visual_stage": "frames@hff_demo", "prosody_stage": "opensmile@egemaps_lld"},
     }
 
     @classmethod
@@ -168,6 +172,8 @@ class HFF(Head):
         for m in modality_letters(config):
             stage, array, cap = sources[MODALITIES[m]]
             out[MODALITIES[m]] = Input(stage, array, "seq", cap)
+        if "speech" in out and config.prosody_stage:
+            out["prosody"] = Input(config.prosody_stage, config.prosody_array, "seq", config.max_frames)
         return out
 
     @classmethod
@@ -179,9 +185,9 @@ class HFF(Head):
                               f"{', '.join(MODALITIES)} (s speech, t text, v vision), each once")
         if min(config.d, config.steps, config.heads, config.max_frames, config.max_tokens,
                config.max_images, config.speech_kernel, config.speech_planes, config.frame_pool,
-               *config.speech_channels) < 1:
-            raise ConfigError("head hff: widths, steps, heads, length caps, kernel, planes and frame_pool "
-                              "must be >= 1")
+               config.prosody_channels, *config.speech_channels) < 1:
+            raise ConfigError("head hff: widths, steps, heads, length caps, kernel, planes, frame_pool and "
+                              "prosody_channels must be >= 1")
         if config.d % config.heads:
             raise ConfigError(f"head hff: d={config.d} must be divisible by heads={config.heads}")
         if config.speech_kernel % 2 == 0 or not config.speech_channels:
@@ -203,8 +209,10 @@ class HFF(Head):
         self.aligned = not c.no_alignment
         # Utterance vectors feed the level-1 weights, and are the tokens when not aligned.
         self.use_vectors = not (self.aligned and c.no_dynamic_weighting)
-        self.encoders = nn.ModuleDict({name: ENCODERS[name](dims[name], c, self.aligned, self.use_vectors)
-                                       for name in self.names})
+        prosody = {"prosody_dim": dims["prosody"]} if "prosody" in dims else {}
+        self.encoders = nn.ModuleDict({
+            name: ENCODERS[name](dims[name], c, self.aligned, self.use_vectors, **(prosody if name == "speech" else {}))
+            for name in self.names})
         self.dropout = nn.Dropout(c.dropout)
         self.dynamic = None if c.no_dynamic_weighting else DynamicWeights(c.d, len(self.names))
         self.use_uncertainty = c.uncertainty and not c.no_dynamic_weighting
@@ -234,7 +242,8 @@ class HFF(Head):
         nothing reads it)."""
         steps, vectors = [], []
         for name in self.names:
-            seq, mask, vec = self.encoders[name](batch[name], batch[f"{name}_mask"])
+            encoder = self.encoders[name]
+            seq, mask, vec = encoder(*(t for n in encoder.reads(name) for t in (batch[n], batch[f"{n}_mask"])))
             if self.use_vectors:
                 vectors.append(self.dropout(vec))
             if self.aligned:
@@ -386,13 +395,26 @@ def check_planes(config, width):
                           f"(speech_planes) of equal width")
 
 
-class SpeechEncoder(nn.Module):
+class Encoder(nn.Module):
+    """A modality encoder reads its own input (and mask) from the batch."""
+
+    def reads(self, name) -> tuple:
+        return (name,)
+
+
+class SpeechEncoder(Encoder):
     """The speech CNN: conv + ReLU + max-pool by 2 per layer (`speech_conv`
     1d: MFCCs as channels, kernels over time; 2d: the planes of the MFCC
     matrix as channels, kernels and pooling over time and coefficient); one
-    linear layer maps each pooled step, and the max over steps, to d."""
+    linear layer maps each pooled step, and the max over steps, to d.
 
-    def __init__(self, d_in, config, steps, vector):
+    With a prosody track (`prosody_dim` > 0: frame-level descriptors such as
+    F0 and loudness at the MFCCs' frame rate), a 1-D conv stack of the same
+    depth runs over it beside the CNN, so both reach the same steps and are
+    concatenated before the linear layer. Pitch is what MFCCs keep least of,
+    and what tells an unseen voice's emotion apart when its words do not."""
+
+    def __init__(self, d_in, config, steps, vector, prosody_dim=0):
         super().__init__()
         self.frame_pool = config.frame_pool
         self.resample = max_bins if config.speech_bins == "max" else resample_steps
@@ -409,25 +431,47 @@ class SpeechEncoder(nn.Module):
             out = config.speech_channels[-1] * coefficients
         self.convs = nn.ModuleList(conv(a, b, k, padding=k // 2) for a, b in zip(widths, widths[1:]))
         self.pool = nn.functional.max_pool1d if self.planes is None else nn.functional.max_pool2d
+        self.prosody = None
+        if prosody_dim:
+            p = (prosody_dim,) + (config.prosody_channels,) * len(config.speech_channels)
+            self.prosody = nn.ModuleList(nn.Conv1d(a, b, k, padding=k // 2) for a, b in zip(p, p[1:]))
+            out += config.prosody_channels
         self.fc = nn.Linear(out, config.d)
 
-    def forward(self, x, mask):
-        x, mask = pool_steps(x, mask, self.frame_pool)
+    def reads(self, name):
+        return (name, "prosody") if self.prosody is not None else (name,)
+
+    def forward(self, x, mask, prosody=None, prosody_mask=None):
+        if self.prosody is not None:
+            # The two tracks' frame counts differ by their analysis windows: keep the common frames.
+            n = min(x.shape[1], prosody.shape[1])
+            x, prosody, mask = x[:, :n], prosody[:, :n], mask[:, :n] & prosody_mask[:, :n]
+        x, pooled_mask = pool_steps(x, mask, self.frame_pool)
         h = x.transpose(1, 2)                                                   # (B, D, T)
         if self.planes is not None:
             h = h.unflatten(1, (self.planes, -1)).transpose(2, 3)              # (B, P, T, C)
-        for conv in self.convs:
-            # Padded steps are zeroed before every conv and pool; after the ReLU
-            # a zero never wins over a valid step, so an item pools the same
-            # alone or padded.
-            m = mask.view(*mask.shape[:1], 1, mask.shape[1], *(1,) * (h.dim() - 3)).to(h.dtype)
-            h = self.pool(torch.relu(conv(h * m)) * m, 2, ceil_mode=True)
-            mask = nn.functional.max_pool1d(mask[:, None, :].to(h.dtype), 2, ceil_mode=True)[:, 0] > 0
+        h, out_mask = conv_stack(h, pooled_mask, self.convs, self.pool)
         x = h.transpose(1, 2).flatten(2)                                         # (B, T', width)
-        return self.fc(x), mask, self.fc(zero_pad(x, mask).max(1).values)
+        if self.prosody is not None:
+            q, _ = pool_steps(prosody, mask, self.frame_pool)
+            q, _ = conv_stack(q.transpose(1, 2), pooled_mask, self.prosody, nn.functional.max_pool1d)
+            x = torch.cat([x, q.transpose(1, 2)], -1)
+        return self.fc(x), out_mask, self.fc(zero_pad(x, out_mask).max(1).values)
 
 
-class TextEncoder(nn.Module):
+def conv_stack(h, mask, convs, pool):
+    """conv + ReLU + pool by 2 per layer over (B, C, T[, F]) with a step mask
+    (B, T); returns the output and its mask. Padded steps are zeroed before
+    every conv and pool; after the ReLU a zero never wins over a valid step,
+    so an item pools the same alone or padded."""
+    for conv in convs:
+        m = mask.view(*mask.shape[:1], 1, mask.shape[1], *(1,) * (h.dim() - 3)).to(h.dtype)
+        h = pool(torch.relu(conv(h * m)) * m, 2, ceil_mode=True)
+        mask = nn.functional.max_pool1d(mask[:, None, :].to(h.dtype), 2, ceil_mode=True)[:, 0] > 0
+    return h, mask
+
+
+class TextEncoder(Encoder):
     """Token states mapped to d per token; the vector from [CLS; token mean]."""
     resample = staticmethod(resample_steps)
 
@@ -441,7 +485,7 @@ class TextEncoder(nn.Module):
         return (x if self.steps is None else self.steps(x)), mask, vec
 
 
-class VisualEncoder(nn.Module):
+class VisualEncoder(Encoder):
     """Frame embeddings mapped to d; the vector is their masked mean."""
     resample = staticmethod(resample_steps)
 
