@@ -215,6 +215,35 @@ def pool_steps(x, mask, k):
     return x.sum(2) / counts, m.any(-1)
 
 
+def stage_rate(spec):
+    """Steps per second of a stage spec's output (None when it has no fixed
+    frame rate, e.g. utterance vectors)."""
+    from pipeline.graph import resolve
+    return getattr(resolve([spec])[-1].stage, "rate", None)
+
+
+def frame_ratio(spec, track_spec, option):
+    """How many `track_spec` steps one `spec` step lasts, for `track_at`;
+    ConfigError (naming the head option) when either has no frame rate."""
+    rates = {s: stage_rate(s) for s in (spec, track_spec)}
+    lacking = [s for s, r in rates.items() if not r]
+    if lacking:
+        raise ConfigError(f"{option}: {', '.join(lacking)} has no frame rate; a second track must be a "
+                          "frame sequence timed like the first (e.g. opensmile@egemaps_lld)")
+    return rates[track_spec] / rates[spec]
+
+
+def track_at(n, ratio, track, track_mask):
+    """The steps of a second track at the times of n steps of a first one
+    (step j of the first starts where step round(j * ratio) of the track
+    does, both from the item's start): (B, n, E) and a mask that is False
+    where the track has no step, so callers AND it with their own mask."""
+    index = torch.round(torch.arange(n, device=track.device, dtype=torch.float64) * ratio).long()
+    inside = index < track.shape[1]
+    index = index.clamp(max=track.shape[1] - 1)
+    return track[:, index], track_mask[:, index] & inside
+
+
 def regroup(flat, flat_mask, lengths, lengths_mask):
     """Cut each item's flat sequence (B, P) into consecutive groups of the
     given lengths (B, N), e.g. a transcript's phoneme ids into words:

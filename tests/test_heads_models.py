@@ -163,6 +163,23 @@ def test_default_stages_are_what_extract_for_gives(name):
     assert set(cls.stages()) <= set(head_stage_lists()[cls.manifest])
 
 
+def test_a_second_track_is_read_at_the_first_tracks_frame_times():
+    from heads.head import frame_ratio, track_at
+    # 12 ms mel frames against 10 ms LLD frames: frame j starts at 12 j ms, LLD step round(1.2 j).
+    ratio = frame_ratio("fbank@harmofusion", "opensmile@egemaps_lld", "prosody_stage")
+    assert ratio == pytest.approx(1.2)
+    track = torch.arange(5.0)[None, :, None].repeat(2, 1, 1)             # (2, 5, 1): step i holds i
+    track_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    steps, mask = track_at(5, ratio, track, track_mask)                  # steps round(0, 1.2, 2.4, 3.6, 4.8)
+    assert steps[0, :4, 0].tolist() == [0.0, 1.0, 2.0, 4.0]
+    assert mask.tolist() == [[True] * 4 + [False],                       # step 5 would be past the track
+                             [True, True, True, False, False]]           # item 2's track ends at step 3
+    # Windowed functionals have a rate (1 / hop); one vector per item has none.
+    assert frame_ratio("mfcc@hff", "opensmile@egemaps_2hz", "x") == pytest.approx(0.02)
+    with pytest.raises(ConfigError, match="prosody_stage: opensmile@egemaps has no frame rate"):
+        frame_ratio("mfcc@hff", "opensmile@egemaps", "prosody_stage")
+
+
 def test_tsin_alignment_and_interaction():
     from heads.models.tsin import SemanticInteraction, temporal_alignment
     s = torch.randn(2, 6, 4)

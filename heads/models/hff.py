@@ -66,8 +66,8 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import (Head, Input, SelectMetric, TrainConfig, kept_modalities, masked_mean, masked_softmax,
-                    pool_steps, zero_pad)
+from ..head import (Head, Input, SelectMetric, TrainConfig, frame_ratio, kept_modalities, masked_mean,
+                    masked_softmax, pool_steps, track_at, zero_pad)
 from . import HEADS
 
 # Modality letter -> input name, in the fixed order of the fusion.
@@ -196,6 +196,8 @@ class HFF(Head):
             raise ConfigError("head hff: confidence_eps must be > 0 and uncertainty_weight >= 0")
         if not 0 <= config.modality_dropout < 1:
             raise ConfigError("head hff: modality_dropout must be in [0, 1)")
+        if config.prosody_stage:
+            frame_ratio(config.speech_stage, config.prosody_stage, "head hff: prosody_stage")
 
     @classmethod
     def check_dims(cls, config, dims):
@@ -409,7 +411,7 @@ class SpeechEncoder(Encoder):
     linear layer maps each pooled step, and the max over steps, to d.
 
     With a prosody track (`prosody_dim` > 0: frame-level descriptors such as
-    F0 and loudness at the MFCCs' frame rate), a 1-D conv stack of the same
+    F0 and loudness, taken at the MFCC frames' times), a 1-D conv stack of the same
     depth runs over it beside the CNN, so both reach the same steps and are
     concatenated before the linear layer. Pitch is what MFCCs keep least of,
     and what tells an unseen voice's emotion apart when its words do not."""
@@ -435,6 +437,7 @@ class SpeechEncoder(Encoder):
         if prosody_dim:
             p = (prosody_dim,) + (config.prosody_channels,) * len(config.speech_channels)
             self.prosody = nn.ModuleList(nn.Conv1d(a, b, k, padding=k // 2) for a, b in zip(p, p[1:]))
+            self.ratio = frame_ratio(config.speech_stage, config.prosody_stage, "head hff: prosody_stage")
             out += config.prosody_channels
         self.fc = nn.Linear(out, config.d)
 
@@ -443,9 +446,9 @@ class SpeechEncoder(Encoder):
 
     def forward(self, x, mask, prosody=None, prosody_mask=None):
         if self.prosody is not None:
-            # The two tracks' frame counts differ by their analysis windows: keep the common frames.
-            n = min(x.shape[1], prosody.shape[1])
-            x, prosody, mask = x[:, :n], prosody[:, :n], mask[:, :n] & prosody_mask[:, :n]
+            # The track's frames at the MFCC frames' times; frames that only one track has are left out.
+            prosody, track_mask = track_at(x.shape[1], self.ratio, prosody, prosody_mask)
+            mask = mask & track_mask
         x, pooled_mask = pool_steps(x, mask, self.frame_pool)
         h = x.transpose(1, 2)                                                   # (B, D, T)
         if self.planes is not None:

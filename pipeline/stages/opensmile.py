@@ -62,6 +62,14 @@ class OpenSmile(Stage):
         if cfg.sample_rate <= 0:
             raise ConfigError("opensmile: sample_rate must be positive")
 
+    @property
+    def rate(self):
+        """Frames per second of the sequence levels (None for one vector per item)."""
+        cfg = self.config
+        if cfg.level != "functionals":
+            return FRAME_RATE
+        return None if cfg.window_s is None else 1.0 / cfg.hop_s
+
     def identity(self):
         # Feature values depend on the openSMILE build shipped with the package.
         from importlib.metadata import version
