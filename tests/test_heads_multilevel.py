@@ -135,6 +135,25 @@ def test_logits_read_only_the_dummy_position():
         handle.remove()
 
 
+def test_prosody_track_joins_each_mel_frame_at_its_time():
+    """The demo preset's eGeMAPS track (10 ms) beside 12 ms mel frames: frame
+    j gets LLD step round(1.2 j); frames past either track are masked."""
+    cls = HEADS["harmofusion"]
+    config = cls.make_config("demo")
+    assert config.prosody_stage == "opensmile@egemaps_lld"
+    speech = torch.arange(4.0)[None, :, None].repeat(1, 1, 2)              # (1, 4, 2)
+    prosody = 10 + torch.arange(4.0)[None, :, None]                       # (1, 4, 1): one step short
+    batch = {"speech": speech, "speech_mask": torch.ones(1, 4, dtype=torch.bool),
+             "prosody": prosody, "prosody_mask": torch.ones(1, 4, dtype=torch.bool)}
+    model = cls(config, {"speech": 2, "prosody": 1, "words": 3, "phoneme_ids": 1, "phoneme_lengths": 1}, N_CLASSES)
+    frames, mask = model.encoder.frames(batch)
+    assert frames[0, :3].tolist() == [[0.0, 0.0, 10.0], [1.0, 1.0, 11.0], [2.0, 2.0, 12.0]]
+    assert mask.tolist() == [[True, True, True, False]]                   # round(3.6) = 4 is past the track
+    assert model.encoder.dummy.shape == (3,)
+    without = cls(cls.make_config("demo", {"prosody_stage": ""}), {"speech": 2, "words": 3}, N_CLASSES)
+    assert without.encoder.frames(batch)[0] is speech
+
+
 def _hidden_while_training(cls, dropouts, change):
     """With nearly every training item losing one modality (`dropouts`),
     changing that modality's inputs (`change(batch)`) changes nothing while
@@ -162,7 +181,8 @@ def test_text_dropout_hides_every_text_input_in_training_only(name):
 def test_speech_dropout_hides_every_frame_but_the_dummy_in_training_only():
     cls = HEADS["harmofusion"]
     dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.999},
-                                  lambda batch: dict(batch, speech=torch.randn_like(batch["speech"])))
+                                  lambda batch: dict(batch, speech=torch.randn_like(batch["speech"]),
+                                                     prosody=torch.randn_like(batch["prosody"])))
     model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.2}), dims, N_CLASSES)
     torch.manual_seed(0)
     text, speech = model.hidden_parts(4000, "cpu")
@@ -240,6 +260,7 @@ def test_inputs_follow_the_options():
     ({"prenet_kernel": 4}, "odd"),
     ({"fusion": "sum"}, "fusion"),
     ({"align_weight": 1.0, "speech_stage": "bert@tsin"}, "frame rate"),
+    ({"prosody_stage": "opensmile@egemaps"}, "prosody_stage: opensmile@egemaps has no frame rate"),
 ])
 def test_bad_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):

@@ -65,7 +65,8 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import Head, Input, SelectMetric, TrainConfig, pool_steps, regroup, zero_pad
+from ..head import (Head, Input, SelectMetric, TrainConfig, frame_ratio, pool_steps, regroup, stage_rate,
+                    track_at, zero_pad)
 from . import HEADS
 
 FUSIONS = ("highway", "concat", "phoneme", "word")
@@ -85,6 +86,9 @@ class Config(TrainConfig):
     max_frames: int = 1000          # 12 s at a 12 ms hop
     max_words: int = 100
     frame_pool: int = 1             # average k frames after reading (1 = the paper)
+    # optional prosody track joined to every mel frame ("" = none, the paper), e.g. eGeMAPS LLDs
+    prosody_stage: str = ""
+    prosody_array: str = "lld"
     # word level
     fusion: Literal["highway", "concat", "phoneme", "word"] = "highway"
     highway_layers: int = 1
@@ -153,7 +157,7 @@ _DEMO = {"d": 64, "heads": 4, "ff_dim": 128, "mel_hidden": 64, "phoneme_dim": 32
          "max_frames": 600, "dropout": 0.1, "text_dropout": 0.3, "speech_dropout": 0.15,
          "epochs": 40, "batch_size": 8,
          "lr": 1e-3, "weight_decay": 1e-4, "schedule": "step", "lr_step": 25, "clip": 1.0,
-         "standardize": "speaker"}
+         "standardize": "speaker", "prosody_stage": "opensmile@egemaps_lld"}
 
 
 @HEADS.register()
@@ -167,6 +171,8 @@ class HarmoFusion(Head):
     @classmethod
     def inputs(cls, config) -> dict:
         out = {"speech": Input(config.speech_stage, config.speech_array, "seq", config.max_frames)}
+        if config.prosody_stage:
+            out["prosody"] = Input(config.prosody_stage, config.prosody_array, "seq", None)
         if config.fusion != "word":
             # Flat ids of every word's phonemes, cut into words by `lengths` in the head.
             out["phoneme_ids"] = Input(config.phoneme_stage, "ids", "ids")
@@ -210,6 +216,8 @@ class HarmoFusion(Head):
             raise ConfigError(f"head {cls.name}: align_epsilon must be in [0, 1)")
         if c.align_weight > 0:
             frame_seconds(c)        # the speech stage must have a frame rate
+        if c.prosody_stage:
+            frame_ratio(c.speech_stage, c.prosody_stage, f"head {cls.name}: prosody_stage")
 
     def __init__(self, config, dims, n_classes):
         super().__init__(config, dims, n_classes)
@@ -425,8 +433,10 @@ class MultilevelTransformer(nn.Module):
         self.highway = nn.ModuleList(Highway(width) for _ in range(c.highway_layers if c.fusion == "highway" else 0))
         self.prenet = EncoderPrenet(width, c.d, c.prenet_kernel, c.dropout)
         self.text_encoder = _encoder_layers(c, c.text_layers)
-        self.dummy = nn.Parameter(0.02 * torch.randn(dims["speech"]))
-        self.mel_prenet = nn.Sequential(nn.Linear(dims["speech"], c.mel_hidden), nn.ReLU(), nn.Dropout(c.dropout),
+        self.ratio = frame_ratio(c.speech_stage, c.prosody_stage, "prosody_stage") if "prosody" in dims else None
+        frame_width = dims["speech"] + dims.get("prosody", 0)
+        self.dummy = nn.Parameter(0.02 * torch.randn(frame_width))
+        self.mel_prenet = nn.Sequential(nn.Linear(frame_width, c.mel_hidden), nn.ReLU(), nn.Dropout(c.dropout),
                                         nn.Linear(c.mel_hidden, c.d), nn.ReLU(), nn.Dropout(c.dropout))
         self.cross = nn.ModuleList(CrossModalLayer(c.d, c.heads, c.ff_dim, c.dropout, c.norm_first)
                                    for _ in range(c.cross_layers))
@@ -440,7 +450,7 @@ class MultilevelTransformer(nn.Module):
         muted item is read from the text alone."""
         c = self.config
         t, t_mask = self.encode_text(batch, hidden)
-        speech, s_mask = pool_steps(batch["speech"], batch["speech_mask"], c.frame_pool)
+        speech, s_mask = pool_steps(*self.frames(batch), c.frame_pool)
         s_mask = s_mask & ~muted.unsqueeze(-1)
         b = speech.shape[0]
         m = torch.cat([self.dummy.expand(b, 1, -1), speech], 1)
@@ -461,6 +471,15 @@ class MultilevelTransformer(nn.Module):
             frames = frames & m_mask & ~hidden.unsqueeze(-1)
             aux["alignment"] = c.align_weight * alignment_kl(weights, target, frames)
         return m[:, 0]
+
+    def frames(self, batch):
+        """The mel frames, each with the prosody track's frame at its time
+        when there is one (frames only one track has are left out)."""
+        speech, mask = batch["speech"], batch["speech_mask"]
+        if self.ratio is None:
+            return speech, mask
+        track, track_mask = track_at(speech.shape[1], self.ratio, batch["prosody"], batch["prosody_mask"])
+        return torch.cat([speech, track], -1), mask & track_mask
 
     def encode_text(self, batch, hidden):
         """Text encodings (B, N, d) and the word mask; an item with no word
@@ -501,9 +520,7 @@ class MultilevelTransformer(nn.Module):
 def frame_seconds(config) -> float:
     """Seconds between frames of the speech stage (its frame rate), for the
     alignment target; ConfigError when the stage has no frame rate."""
-    from pipeline.graph import resolve
-    stage = resolve([config.speech_stage])[-1].stage
-    rate = getattr(stage, "rate", None)
+    rate = stage_rate(config.speech_stage)
     if not rate:
         raise ConfigError(f"align_weight needs a speech stage with a frame rate; {config.speech_stage} has none")
     return 1.0 / rate
