@@ -147,9 +147,10 @@ class Data:
         kept = [(it, labelsets.apply(it, self.labelset)) for it in items]
         return [(it, self.task.target(c)) for it, c in kept if c is not None]
 
-    def normalise_per_speaker(self):
-        """Standardise every item's inputs with its speaker's statistics (over
-        all of that speaker's items; labels are not used)."""
+    def normalise_per_speaker(self, names=()):
+        """Standardise every item's inputs `names` (empty: all) with its
+        speaker's statistics (over all of that speaker's items; labels are
+        not used)."""
         if self.item_stats is not None:
             return
         by_speaker = {}
@@ -157,7 +158,7 @@ class Data:
             by_speaker.setdefault(item.speaker or "", []).append(item_id)
         per_item = {}
         for ids in by_speaker.values():
-            stats = input_stats(self.subset(ids))
+            stats = {n: s for n, s in input_stats(self.subset(ids)).items() if not names or n in names}
             per_item.update({i: stats for i in ids})
         self.item_stats = per_item
 
@@ -217,7 +218,7 @@ class CachedDataset(Dataset):
                     b = min(b, a + inp.cap)
                 x = values[a:b]
             out[name] = _as_features(x, inp.kind)
-            if self.data.item_stats is not None and inp.is_feature:
+            if self.data.item_stats is not None and name in self.data.item_stats[item_id]:
                 mean, std = self.data.item_stats[item_id][name]
                 out[name] = (out[name] - mean) / std
         return out

@@ -71,6 +71,10 @@ class TrainConfig:
     # fold's mean / std; "speaker" with each speaker's own (all of the
     # speaker's items, no labels: removes voice and level differences).
     standardize: Literal["fold", "speaker", "none"] = "fold"
+    # With "speaker": the inputs standardised per speaker (empty: every feature
+    # input); the others take the training fold's statistics. A speaker's mix
+    # of lines shifts its text statistics, not only its voice.
+    speaker_inputs: tuple[str, ...] = ()
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -151,6 +155,12 @@ class Head(nn.Module):
             raise ConfigError(f"head {cls.name}: lr must be > 0")
         if config.average_last < 0:
             raise ConfigError(f"head {cls.name}: average_last must be >= 0")
+        if config.speaker_inputs:
+            features = sorted(n for n, i in cls.inputs(config).items() if i.is_feature)
+            unknown = sorted(set(config.speaker_inputs) - set(features))
+            if config.standardize != "speaker" or unknown:
+                raise ConfigError(f"head {cls.name}: speaker_inputs needs standardize=speaker and names among "
+                                  f"the feature inputs {features} (not {unknown})")
 
     @classmethod
     def check_dims(cls, config, dims):

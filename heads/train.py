@@ -217,7 +217,7 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
     """Train and test every (seed, fold); returns one record per run."""
     dims = data.dims()
     if config.standardize == "speaker":
-        data.normalise_per_speaker()
+        data.normalise_per_speaker(config.speaker_inputs)
     runs = []
     for seed in seeds:
         for i, fold in enumerate(folds):
@@ -226,8 +226,9 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
             desc = f"seed {seed} {fold.name}"
             ckpt = out_dir / "checkpoints" / f"seed{seed}_fold{i + 1}.pt"
             train_set = data.subset(fold.train, train=True)
-            if config.standardize == "fold":
-                model.set_input_stats(input_stats(train_set))
+            if config.standardize == "fold" or config.speaker_inputs:
+                fold_stats = input_stats(train_set)
+                model.set_input_stats({n: s for n, s in fold_stats.items() if n not in config.speaker_inputs})
             train = loader(train_set, config, shuffle=True, seed=seed)
             dev = loader(data.subset(fold.dev), config, shuffle=False) if fold.dev else None
             fitted = fit(model, train, dev, config, data.task, device, ckpt, desc, progress,

@@ -87,3 +87,16 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "tsin" in out and "bert@tsin, fbank@tsin" in out and "speech_only" in out
+
+
+def test_speaker_inputs_leave_the_others_to_the_fold_statistics(fbank_only, capsys, tmp_path):
+    import torch
+    run = tmp_path / "run"
+    rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), "--preset", "demo", "--set", "text_stage=mfcc",
+               "--set", "text_array=mfcc", "--set", "epochs=1", "--set", 'speaker_inputs=["speech"]',
+               "--protocol", "session", "--out", str(run), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    state = torch.load(run / "checkpoints" / "seed0_fold1.pt", weights_only=False)["state_dict"]
+    # Speech came standardised per speaker; text is standardised in the model by the training fold.
+    assert torch.equal(state["mean_speech"], torch.zeros(6)) and torch.equal(state["std_speech"], torch.ones(6))
+    assert state["mean_text"].abs().sum() > 0 and not torch.equal(state["std_text"], torch.ones(4))

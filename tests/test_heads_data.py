@@ -98,3 +98,22 @@ def test_per_speaker_normalisation(cache):
     for speaker in {it.speaker for it in data.items.values()}:
         rows = np.concatenate([ds[j]["other"] for j, i in enumerate(data.ids) if data.items[i].speaker == speaker])
         assert np.allclose(rows.mean(0), 0, atol=1e-4) and np.allclose(rows.std(0), 1, atol=1e-3)
+
+
+def test_per_speaker_normalisation_of_chosen_inputs_only(cache):
+    """speaker_inputs: only the named inputs get their speaker's statistics;
+    the others are read as stored (the model standardises them with the
+    training fold's statistics), and a name that is no feature input fails."""
+    c, _ = cache
+    plain = Data(c, None, INPUTS, "6class").subset(["Ses01F_impro01_F001"])[0]
+    data = Data(c, None, INPUTS, "6class")
+    data.normalise_per_speaker(("other",))
+    item = data.subset(["Ses01F_impro01_F001"])[0]
+    assert np.array_equal(item["speech"], plain["speech"]) and not np.allclose(item["other"], plain["other"])
+    from heads.models import load_all
+    from pipeline.stage import ConfigError
+    tsin = load_all()["tsin"]
+    assert tsin.make_config("demo", {"speaker_inputs": ["speech"]}).speaker_inputs == ("speech",)
+    for options in ({"speaker_inputs": ["words"]}, {"speaker_inputs": ["speech"], "standardize": "fold"}):
+        with pytest.raises(ConfigError, match="speaker_inputs needs standardize=speaker"):
+            tsin.make_config("demo", options)
