@@ -243,6 +243,15 @@ def frame_ratio(spec, track_spec, option):
     return rates[track_spec] / rates[spec]
 
 
+def track_input(config, option="prosody_stage") -> Input:
+    """The Input of a second frame track read beside the speech stage
+    (`config.prosody_stage` / `prosody_array`), capped to the span that
+    `max_frames` speech frames cover (through the step `track_at` pairs
+    with the last of them)."""
+    ratio = frame_ratio(config.speech_stage, config.prosody_stage, option)
+    return Input(config.prosody_stage, config.prosody_array, "seq", round((config.max_frames - 1) * ratio) + 1)
+
+
 def track_at(n, ratio, track, track_mask):
     """The steps of a second track at the times of n steps of a first one
     (step j of the first starts where step round(j * ratio) of the track

@@ -164,7 +164,7 @@ def test_default_stages_are_what_extract_for_gives(name):
 
 
 def test_a_second_track_is_read_at_the_first_tracks_frame_times():
-    from heads.head import frame_ratio, track_at
+    from heads.head import frame_ratio, track_at, track_input
     # 12 ms mel frames against 10 ms LLD frames: frame j starts at 12 j ms, LLD step round(1.2 j).
     ratio = frame_ratio("fbank@harmofusion", "opensmile@egemaps_lld", "prosody_stage")
     assert ratio == pytest.approx(1.2)
@@ -174,6 +174,9 @@ def test_a_second_track_is_read_at_the_first_tracks_frame_times():
     assert steps[0, :4, 0].tolist() == [0.0, 1.0, 2.0, 4.0]
     assert mask.tolist() == [[True] * 4 + [False],                       # step 5 would be past the track
                              [True, True, True, False, False]]           # item 2's track ends at step 3
+    # The track is read as far as the capped speech frames reach: frame 599 of 12 ms is LLD step 719.
+    assert track_input(HEADS["harmofusion"].make_config("demo")).cap == 720
+    assert HEADS["hff"].inputs(HEADS["hff"].make_config("demo"))["prosody"].cap == 600
     # Windowed functionals have a rate (1 / hop); one vector per item has none.
     assert frame_ratio("mfcc@hff", "opensmile@egemaps_2hz", "x") == pytest.approx(0.02)
     with pytest.raises(ConfigError, match="prosody_stage: opensmile@egemaps has no frame rate"):

@@ -71,7 +71,7 @@ from torch import nn
 from pipeline.stage import ConfigError
 
 from ..head import (Head, Input, SelectMetric, TrainConfig, frame_ratio, kept_modalities, masked_mean,
-                    masked_softmax, pool_steps, track_at, zero_pad)
+                    masked_softmax, pool_steps, track_at, track_input, zero_pad)
 from . import HEADS
 
 # Modality letter -> input name, in the fixed order of the fusion.
@@ -178,7 +178,7 @@ class HFF(Head):
             stage, array, cap = sources[MODALITIES[m]]
             out[MODALITIES[m]] = Input(stage, array, "seq", cap)
         if "speech" in out and config.prosody_stage:
-            out["prosody"] = Input(config.prosody_stage, config.prosody_array, "seq", config.max_frames)
+            out["prosody"] = track_input(config, "head hff: prosody_stage")
         return out
 
     @classmethod
@@ -202,7 +202,7 @@ class HFF(Head):
         if not 0 <= config.modality_dropout < 1:
             raise ConfigError("head hff: modality_dropout must be in [0, 1)")
         if config.prosody_stage:
-            frame_ratio(config.speech_stage, config.prosody_stage, "head hff: prosody_stage")
+            track_input(config, "head hff: prosody_stage")      # refuses a track without a frame rate
 
     @classmethod
     def check_dims(cls, config, dims):

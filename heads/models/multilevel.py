@@ -66,7 +66,7 @@ from torch import nn
 from pipeline.stage import ConfigError
 
 from ..head import (Head, Input, SelectMetric, TrainConfig, frame_ratio, pool_steps, regroup, stage_rate,
-                    track_at, zero_pad)
+                    track_at, track_input, zero_pad)
 from . import HEADS
 
 FUSIONS = ("highway", "concat", "phoneme", "word")
@@ -177,7 +177,7 @@ class HarmoFusion(Head):
     def inputs(cls, config) -> dict:
         out = {"speech": Input(config.speech_stage, config.speech_array, "seq", config.max_frames)}
         if config.prosody_stage:
-            out["prosody"] = Input(config.prosody_stage, config.prosody_array, "seq", None)
+            out["prosody"] = track_input(config, f"head {cls.name}: prosody_stage")
         if config.fusion != "word":
             # Flat ids of every word's phonemes, cut into words by `lengths` in the head.
             out["phoneme_ids"] = Input(config.phoneme_stage, "ids", "ids")
@@ -222,7 +222,7 @@ class HarmoFusion(Head):
         if c.align_weight > 0:
             frame_seconds(c)        # the speech stage must have a frame rate
         if c.prosody_stage:
-            frame_ratio(c.speech_stage, c.prosody_stage, f"head {cls.name}: prosody_stage")
+            track_input(c, f"head {cls.name}: prosody_stage")   # refuses a track without a frame rate
 
     def __init__(self, config, dims, n_classes):
         super().__init__(config, dims, n_classes)
