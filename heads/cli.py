@@ -174,7 +174,7 @@ def cmd_train(args):
     from .metrics import aggregate
     from .protocols import Options, make_folds
     from .report import report_table, write_run
-    from .tasks import check_select_metric
+    from .tasks import check_options
     from .train import device_of, run_folds
 
     cls = load_all().get_or_fail(args.model)
@@ -188,7 +188,7 @@ def cmd_train(args):
     check_cache(cache, dataset, cls, config)
 
     data = cls.open_data(cache, dataset, config)
-    check_select_metric(data.task, config, cls.name)      # the label set decides the task
+    check_options(data.task, config, cls.name)      # the label set decides the task
     cls.check_dims(config, data.dims())
     for item_id, why in sorted(data.dropped.items()):
         print(f"heads: skipping {item_id}: extraction failed ({why})", file=sys.stderr)

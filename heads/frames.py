@@ -208,6 +208,9 @@ class WindowDataset(Dataset):
     def __len__(self):
         return len(self.examples)
 
+    def targets(self) -> list:
+        return [int(self.data.labels[item_id][frame]) for item_id, frame in self.examples]
+
     def __getitem__(self, i):
         item_id, frame = self.examples[i]
         tl = self.data.timeline

@@ -75,6 +75,11 @@ class TrainConfig:
     # input); the others take the training fold's statistics. A speaker's mix
     # of lines shifts its text statistics, not only its voice.
     speaker_inputs: tuple[str, ...] = ()
+    # Classification loss weights: "balanced" weighs each class by
+    # n / (classes * n_class) over the training fold, so a frequent class
+    # (IEMOCAP's merged hap+exc) does not pull the others' items towards it;
+    # UA counts every class alike.
+    class_weights: Literal["none", "balanced"] = "none"
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -101,6 +106,7 @@ class Head(nn.Module):
         self.config = config
         self.dims = dict(dims)      # input name -> feature width (trailing dim)
         self.n_classes = n_classes
+        self.class_weight = None    # per-class loss weights (tensor) set by the training loop, or None
         for name, d in self.dims.items():
             self.register_buffer(f"mean_{name}", torch.zeros(d))
             self.register_buffer(f"std_{name}", torch.ones(d))
@@ -125,7 +131,7 @@ class Head(nn.Module):
         for a classification, L1 for a regression), plus whatever auxiliary
         terms the head computed in `classify` (kept in `self.aux_losses`,
         name -> scalar tensor, already weighted)."""
-        loss = self.task.loss(logits, batch["label"])
+        loss = self.task.loss(logits, batch["label"], self.class_weight)
         for term in getattr(self, "aux_losses", {}).values():
             loss = loss + term
         return loss

@@ -15,6 +15,7 @@ auxiliary terms. A task is saved in run records and checkpoints as its
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from pipeline import labels as labelsets
@@ -43,8 +44,16 @@ class Classification:
     def target(self, label):
         return self.classes.index(label)
 
-    def loss(self, outputs, labels):
-        return nn.functional.cross_entropy(outputs, labels)
+    def loss(self, outputs, labels, weight=None):
+        if weight is not None:
+            weight = weight.to(outputs.device, outputs.dtype)
+        return nn.functional.cross_entropy(outputs, labels, weight=weight)
+
+    def balanced_weights(self, targets):
+        """n / (classes * n_c) per class c over `targets` (class indices);
+        0 for a class with no example."""
+        counts = torch.bincount(torch.as_tensor(targets, dtype=torch.long), minlength=self.n_outputs).float()
+        return torch.where(counts > 0, counts.sum() / (self.n_outputs * counts.clamp(min=1)), 0.0)
 
     def decode(self, outputs) -> list:
         return outputs.argmax(-1).tolist()
@@ -81,7 +90,8 @@ class Regression:
     def target(self, label):
         return float(label)
 
-    def loss(self, outputs, labels):
+    def loss(self, outputs, labels, weight=None):
+        # weight: class weights, which a regression has none of (refused by check_options)
         return nn.functional.l1_loss(outputs[:, 0], labels.to(outputs.dtype))
 
     def decode(self, outputs) -> list:
@@ -129,6 +139,15 @@ def check_select_metric(task, config, head=""):
     if config.select_metric not in task.select:
         raise ConfigError(f"head {head}: select_metric={config.select_metric} is not a {task.kind} metric; "
                           f"with label set {config.labelset} use one of {', '.join(task.select)}")
+
+
+def check_options(task, config, head=""):
+    """ConfigError, before any work, for training options the task cannot
+    take: its dev selection metric, and class weights for a regression."""
+    check_select_metric(task, config, head)
+    if config.class_weights != "none" and not hasattr(task, "balanced_weights"):
+        raise ConfigError(f"head {head}: class_weights={config.class_weights} needs a classification; "
+                          f"label set {config.labelset} is a {task.kind}")
 
 
 def better(metric, new, best) -> bool:

@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from .data import collate, input_stats
-from .tasks import as_task, better, check_select_metric, from_description
+from .tasks import as_task, better, check_options, from_description
 
 OPTIMIZERS = {
     "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
@@ -115,7 +115,7 @@ def fit(model, train_batches, dev_batches, config, task, device, checkpoint: Pat
     it sets the loss and the metrics); write the kept model to `checkpoint`;
     return the history."""
     model.task = as_task(task)
-    check_select_metric(model.task, config, model.name)
+    check_options(model.task, config, model.name)
     with cpu_threads(config, device):
         return _fit(model, train_batches, dev_batches, config, model.task, device, checkpoint, desc,
                     progress, extra)
@@ -229,6 +229,8 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
             if config.standardize == "fold" or config.speaker_inputs:
                 fold_stats = input_stats(train_set)
                 model.set_input_stats({n: s for n, s in fold_stats.items() if n not in config.speaker_inputs})
+            if config.class_weights == "balanced":
+                model.class_weight = data.task.balanced_weights(train_set.targets())
             train = loader(train_set, config, shuffle=True, seed=seed)
             dev = loader(data.subset(fold.dev), config, shuffle=False) if fold.dev else None
             fitted = fit(model, train, dev, config, data.task, device, ckpt, desc, progress,

@@ -144,6 +144,45 @@ def test_select_metric_must_fit_the_task():
                                   mlp.make_config("demo", {"select_metric": "mae", "labelset": "7class"}))
 
 
+def test_balanced_class_weights_by_hand():
+    task = tasks.Classification(["a", "b", "c"])
+    # 3 a, 1 b, no c: n / (classes * n_c) = 4/9, 4/3; an absent class weighs 0.
+    w = task.balanced_weights([0, 0, 1, 0])
+    assert w.tolist() == pytest.approx([4 / 9, 4 / 3, 0.0])
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.3, 0.2], [-0.5, 1.5, 0.0]])
+    labels = torch.tensor([0, 0, 1])
+    nll = -torch.log_softmax(logits, -1)[torch.arange(3), labels]
+    weights = w[labels]
+    # The weighted mean: each item's loss times its class weight, over the weights' sum.
+    assert task.loss(logits, labels, w).item() == pytest.approx(((nll * weights).sum() / weights.sum()).item())
+    assert task.loss(logits, labels).item() == pytest.approx(nll.mean().item())
+
+
+def test_training_weighs_classes_by_the_training_fold(mosei_cache, monkeypatch, tmp_path):
+    """run_folds gives each model the weights of its own training part's labels."""
+    from heads import train
+    from heads.data import Data
+    from heads.models import load_all
+    from heads.protocols import Options
+    from pipeline.api import Cache
+    mlp = load_all()["egemaps_mlp"]
+    config = mlp.make_config("demo", {"labelset": "7class", "class_weights": "balanced"})
+    data = Data(Cache(mosei_cache), "mosei", mlp.inputs(config), "7class")
+    folds, _ = make_folds("official", list(data.items.values()), Options())
+    seen = []
+
+    def fake_fit(model, *args, **kwargs):
+        seen.append(model.class_weight)
+        raise KeyboardInterrupt         # stop before any training
+    monkeypatch.setattr(train, "fit", fake_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train.run_folds(mlp, config, data, folds, [0], tmp_path, "cpu", progress=False)
+    counts = np.bincount([data.labels[i] for i in folds[0].train], minlength=7)
+    expected = np.where(counts > 0, counts.sum() / (7 * np.maximum(counts, 1)), 0)
+    assert seen[0].tolist() == pytest.approx(expected.tolist())
+    assert len(set(counts.tolist())) > 1        # the fold is unbalanced, so the weights differ
+
+
 # --- official splits ------------------------------------------------------------------
 
 def _split_items(corpus, splits):
@@ -252,6 +291,8 @@ def test_seven_class_option_is_a_classification(mosei_cache, tmp_path, capsys):
     (["labelset=sentiment"], "select_metric=ua is not a regression metric"),
     (["labelset=7class", "select_metric=mae"], "select_metric=mae is not a classification metric"),
     (["labelset=sentiment", "select_metric=acc2"], None),
+    (["labelset=sentiment", "select_metric=mae", 'class_weights="balanced"'],
+     "class_weights=balanced needs a classification"),
 ])
 def test_bad_task_options_fail_before_work(mosei_cache, tmp_path, capsys, sets, message):
     run = tmp_path / "bad"
