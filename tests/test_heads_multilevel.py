@@ -190,6 +190,22 @@ def test_speech_dropout_hides_every_frame_but_the_dummy_in_training_only():
     assert abs(text.float().mean() - 0.3) < 0.03 and abs(speech.float().mean() - 0.2) < 0.03
 
 
+def test_fine_dropout_leaves_the_multigranular_model_the_cls_alone_in_training_only():
+    cls = HEADS["harmofusion_mg"]
+
+    def change(batch):
+        other = {k: (torch.randn_like(v) if k in ("speech", "prosody", "words") else v) for k, v in batch.items()}
+        return dict(other, phoneme_ids=torch.randint_like(batch["phoneme_ids"], 1, 60))
+    dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.0, "fine_dropout": 0.999}, change)
+    model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.1, "fine_dropout": 0.2}),
+                dims, N_CLASSES)
+    torch.manual_seed(0)
+    text, speech, fine = model.hidden_parts(4000, "cpu")
+    assert not ((text & speech) | (text & fine) | (speech & fine)).any()
+    for mask, share in ((text, 0.3), (speech, 0.1), (fine, 0.2)):
+        assert abs(mask.float().mean() - share) < 0.03
+
+
 def test_regroup_cuts_flat_ids_into_words():
     flat = torch.tensor([[5, 6, 7, 8, 9, 0], [3, 4, 0, 0, 0, 0]])
     flat_mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
@@ -265,6 +281,13 @@ def test_inputs_follow_the_options():
 def test_bad_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         HEADS["harmofusion"].make_config("paper", options)
+
+
+def test_the_multigranular_dropout_shares_sum_to_less_than_one():
+    with pytest.raises(ConfigError, match="and fine_dropout must be >= 0 and sum to less than 1"):
+        HEADS["muse_mg"].make_config("demo", {"fine_dropout": 0.6})
+    with pytest.raises(ConfigError, match="fine_dropout must be >= 0"):
+        HEADS["harmofusion_mg"].make_config("paper", {"fine_dropout": -0.1})
 
 
 def test_bert_only_is_an_alias_listed_once(capsys):

@@ -134,6 +134,7 @@ class MGConfig(Config):
     proj_dim: int = 128
     gate: bool = False
     emb_align_weight: float = 0.0
+    fine_dropout: float = 0.0       # training only: share of items whose fine-grained vector is hidden
     # the multigranular recipe: early stopping on dev F1
     batch_size: int = 8
     lr: float = 5e-5
@@ -214,9 +215,10 @@ class HarmoFusion(Head):
                 raise ConfigError(f"head {cls.name}: {name} must be >= 0")
         if c.consistency_weight > 0 and c.fusion_layers < 1:
             raise ConfigError(f"head {cls.name}: consistency_weight needs fusion_layers >= 1")
-        if min(c.text_dropout, c.speech_dropout) < 0 or c.text_dropout + c.speech_dropout >= 1:
-            raise ConfigError(f"head {cls.name}: text_dropout and speech_dropout must be >= 0 "
-                              "and sum to less than 1")
+        shares = cls.dropout_shares(c)
+        if min(shares) < 0 or sum(shares) >= 1:
+            raise ConfigError(f"head {cls.name}: text_dropout and speech_dropout"
+                              f"{' and fine_dropout' if len(shares) > 2 else ''} must be >= 0 and sum to less than 1")
         if not 0 <= c.align_epsilon < 1:
             raise ConfigError(f"head {cls.name}: align_epsilon must be in [0, 1)")
         if c.align_weight > 0:
@@ -235,22 +237,29 @@ class HarmoFusion(Head):
 
     def classify(self, batch):
         self.aux_losses = {}
-        hidden, muted = self.hidden_parts(len(batch["id"]), batch["speech"].device)
-        utterance = self.encoder(batch, self.aux_losses, hidden, muted)
-        return self.readout(utterance, batch, hidden)
+        parts = self.hidden_parts(len(batch["id"]), batch["speech"].device)
+        utterance = self.encoder(batch, self.aux_losses, parts[0], parts[1])
+        return self.readout(utterance, batch, parts)
 
-    def hidden_parts(self, n, device):
-        """(text hidden, speech hidden), each (n,) True for the items that
-        lose that modality this step (`text_dropout`, `speech_dropout`;
-        training only; no item loses both)."""
-        c = self.config
-        if not self.training or c.text_dropout + c.speech_dropout == 0:
-            none = torch.zeros(n, dtype=torch.bool, device=device)
-            return none, none
-        draw = torch.rand(n, device=device)
-        return draw < c.text_dropout, (draw >= c.text_dropout) & (draw < c.text_dropout + c.speech_dropout)
+    @staticmethod
+    def dropout_shares(config) -> tuple:
+        """The modality-dropout shares: (text, speech)."""
+        return config.text_dropout, config.speech_dropout
 
-    def readout(self, utterance, batch, hidden):
+    def hidden_parts(self, n, device) -> list:
+        """One (n,) mask per share of `dropout_shares`, True for the items
+        that lose that part this step (training only; the parts are
+        disjoint, so no item loses two)."""
+        shares = self.dropout_shares(self.config)
+        if not self.training or sum(shares) == 0:
+            return [torch.zeros(n, dtype=torch.bool, device=device) for _ in shares]
+        draw, masks, low = torch.rand(n, device=device), [], 0.0
+        for share in shares:
+            masks.append((draw >= low) & (draw < low + share))
+            low += share
+        return masks
+
+    def readout(self, utterance, batch, parts):
         return self.fc(self.dropout(utterance))
 
 
@@ -287,9 +296,15 @@ class HarmoFusionMG(HarmoFusion):
         self.gate = Gate(c.proj_dim) if c.gate else None
         self.fc = nn.Linear(c.proj_dim if c.gate else 2 * c.proj_dim, n_classes)
 
-    def readout(self, utterance, batch, hidden):
-        c = self.proj_cls(batch["cls"] * ~hidden.unsqueeze(-1))
-        f = self.proj_fine(utterance)
+    @staticmethod
+    def dropout_shares(config) -> tuple:
+        """(text, speech, fine): text hides the [CLS] input too."""
+        return config.text_dropout, config.speech_dropout, config.fine_dropout
+
+    def readout(self, utterance, batch, parts):
+        text_hidden, _, fine_hidden = parts
+        c = self.proj_cls(batch["cls"] * ~text_hidden.unsqueeze(-1))
+        f = self.proj_fine(utterance * ~fine_hidden.unsqueeze(-1))
         if self.config.emb_align_weight > 0:
             self.aux_losses["embedding"] = self.config.emb_align_weight * (c - f).pow(2).sum(-1).mean()
         joint = self.gate(c, f) if self.gate is not None else torch.cat([c, f], -1)
