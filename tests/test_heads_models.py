@@ -146,7 +146,7 @@ def check_tiny_overfit(cls, config, tmp_path):
     config = dataclasses.replace(config, epochs=60, lr=3e-3, weight_decay=0.0, schedule="none",
                                  patience=0, clip=1.0)
     # No dropout of units or modalities, so the training accuracy measures fit, not noise.
-    dropouts = ("dropout", "text_dropout", "speech_dropout", "fine_dropout", "modality_dropout")
+    dropouts = ("dropout", "text_dropout", "speech_dropout", "cls_dropout", "modality_dropout")
     config = dataclasses.replace(config, **{k: 0.0 for k in dropouts if hasattr(config, k)})
     batch, dims = _batch(cls, config, lengths=(6, 5, 4, 3, 6, 2, 5, 4))
     model = cls(config, dims, N_CLASSES)

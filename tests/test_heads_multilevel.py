@@ -190,20 +190,25 @@ def test_speech_dropout_hides_every_frame_but_the_dummy_in_training_only():
     assert abs(text.float().mean() - 0.3) < 0.03 and abs(speech.float().mean() - 0.2) < 0.03
 
 
-def test_fine_dropout_leaves_the_multigranular_model_the_cls_alone_in_training_only():
+def test_cls_dropout_hides_only_the_cls_in_training_only():
     cls = HEADS["harmofusion_mg"]
-
-    def change(batch):
-        other = {k: (torch.randn_like(v) if k in ("speech", "prosody", "words") else v) for k, v in batch.items()}
-        return dict(other, phoneme_ids=torch.randint_like(batch["phoneme_ids"], 1, 60))
-    dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.0, "fine_dropout": 0.999}, change)
-    model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.1, "fine_dropout": 0.2}),
+    dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.0, "cls_dropout": 0.999},
+                                  lambda batch: dict(batch, cls=torch.randn_like(batch["cls"])))
+    model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.1, "cls_dropout": 0.2}),
                 dims, N_CLASSES)
     torch.manual_seed(0)
-    text, speech, fine = model.hidden_parts(4000, "cpu")
-    assert not ((text & speech) | (text & fine) | (speech & fine)).any()
-    for mask, share in ((text, 0.3), (speech, 0.1), (fine, 0.2)):
+    text, speech, cls_hidden = model.hidden_parts(4000, "cpu")
+    assert not ((text & speech) | (text & cls_hidden) | (speech & cls_hidden)).any()
+    for mask, share in ((text, 0.3), (speech, 0.1), (cls_hidden, 0.2)):
         assert abs(mask.float().mean() - share) < 0.03
+    # The words still count for an item whose [CLS] is hidden.
+    model = cls(cls.make_config("demo", {"dropout": 0.0, "text_dropout": 0.0, "speech_dropout": 0.0,
+                                         "cls_dropout": 0.999}), dims, N_CLASSES)
+    batch, _ = _batch(cls, model.config)
+    other = dict(batch, words=torch.randn_like(batch["words"]),
+                 phoneme_ids=torch.randint_like(batch["phoneme_ids"], 1, 60))
+    with torch.no_grad():
+        assert not torch.allclose(model(batch), model(other), atol=1e-5)
 
 
 def test_regroup_cuts_flat_ids_into_words():
@@ -284,10 +289,10 @@ def test_bad_options_are_config_errors(options, message):
 
 
 def test_the_multigranular_dropout_shares_sum_to_less_than_one():
-    with pytest.raises(ConfigError, match="and fine_dropout must be >= 0 and sum to less than 1"):
-        HEADS["muse_mg"].make_config("demo", {"fine_dropout": 0.6})
-    with pytest.raises(ConfigError, match="fine_dropout must be >= 0"):
-        HEADS["harmofusion_mg"].make_config("paper", {"fine_dropout": -0.1})
+    with pytest.raises(ConfigError, match="and cls_dropout must be >= 0 and sum to less than 1"):
+        HEADS["muse_mg"].make_config("demo", {"cls_dropout": 0.6})
+    with pytest.raises(ConfigError, match="cls_dropout must be >= 0"):
+        HEADS["harmofusion_mg"].make_config("paper", {"cls_dropout": -0.1})
 
 
 def test_bert_only_is_an_alias_listed_once(capsys):

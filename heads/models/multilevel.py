@@ -134,7 +134,7 @@ class MGConfig(Config):
     proj_dim: int = 128
     gate: bool = False
     emb_align_weight: float = 0.0
-    fine_dropout: float = 0.0       # training only: share of items whose fine-grained vector is hidden
+    cls_dropout: float = 0.0        # training only: share of items whose [CLS] alone is hidden
     # the multigranular recipe: early stopping on dev F1
     batch_size: int = 8
     lr: float = 5e-5
@@ -218,7 +218,7 @@ class HarmoFusion(Head):
         shares = cls.dropout_shares(c)
         if min(shares) < 0 or sum(shares) >= 1:
             raise ConfigError(f"head {cls.name}: text_dropout and speech_dropout"
-                              f"{' and fine_dropout' if len(shares) > 2 else ''} must be >= 0 and sum to less than 1")
+                              f"{' and cls_dropout' if len(shares) > 2 else ''} must be >= 0 and sum to less than 1")
         if not 0 <= c.align_epsilon < 1:
             raise ConfigError(f"head {cls.name}: align_epsilon must be in [0, 1)")
         if c.align_weight > 0:
@@ -298,13 +298,14 @@ class HarmoFusionMG(HarmoFusion):
 
     @staticmethod
     def dropout_shares(config) -> tuple:
-        """(text, speech, fine): text hides the [CLS] input too."""
-        return config.text_dropout, config.speech_dropout, config.fine_dropout
+        """(text, speech, cls): text hides the [CLS] input too; cls hides only
+        it, so the fine-grained branch must read those items' words itself."""
+        return config.text_dropout, config.speech_dropout, config.cls_dropout
 
     def readout(self, utterance, batch, parts):
-        text_hidden, _, fine_hidden = parts
-        c = self.proj_cls(batch["cls"] * ~text_hidden.unsqueeze(-1))
-        f = self.proj_fine(utterance * ~fine_hidden.unsqueeze(-1))
+        text_hidden, _, cls_hidden = parts
+        c = self.proj_cls(batch["cls"] * ~(text_hidden | cls_hidden).unsqueeze(-1))
+        f = self.proj_fine(utterance)
         if self.config.emb_align_weight > 0:
             self.aux_losses["embedding"] = self.config.emb_align_weight * (c - f).pow(2).sum(-1).mean()
         joint = self.gate(c, f) if self.gate is not None else torch.cat([c, f], -1)
