@@ -248,7 +248,7 @@ def cmd_evaluate(args):
     check_cache(cache, dataset, cls, config)
     data = cls.open_data(cache, dataset, config)
     if config.standardize == "speaker":
-        data.normalise_per_speaker(config.speaker_inputs)
+        data.normalise_per_speaker(config.speaker_inputs, config.speaker_center)
     run_task = record.get("task") or {"kind": "classification", "classes": record["classes"]}
     if data.task.describe() != run_task:
         raise UsageError(f"the label set's task differs: run {run_task}, dataset {data.task.describe()}")

@@ -147,10 +147,10 @@ class Data:
         kept = [(it, labelsets.apply(it, self.labelset)) for it in items]
         return [(it, self.task.target(c)) for it, c in kept if c is not None]
 
-    def normalise_per_speaker(self, names=()):
+    def normalise_per_speaker(self, names=(), center="mean"):
         """Standardise every item's inputs `names` (empty: all) with its
-        speaker's statistics (over all of that speaker's items; labels are
-        not used)."""
+        speaker's statistics (over all of that speaker's items, centred by
+        `center` as in `input_stats`; labels are not used)."""
         if self.item_stats is not None:
             return
         by_speaker = {}
@@ -158,7 +158,7 @@ class Data:
             by_speaker.setdefault(item.speaker or "", []).append(item_id)
         per_item = {}
         for ids in by_speaker.values():
-            stats = {n: s for n, s in input_stats(self.subset(ids)).items() if not names or n in names}
+            stats = {n: s for n, s in input_stats(self.subset(ids), center).items() if not names or n in names}
             per_item.update({i: stats for i in ids})
         self.item_stats = per_item
 
@@ -256,11 +256,13 @@ def collate(batch):
     return out
 
 
-def input_stats(dataset: "CachedDataset") -> dict:
-    """input name -> (mean, std) per feature over every valid step of every
-    item (training fold only: test statistics must not leak into the model).
-    Only feature inputs ("seq", "vec") have statistics."""
-    sums, sqs, counts = {}, {}, {}
+def input_stats(dataset: "CachedDataset", center="mean") -> dict:
+    """input name -> (centre, spread) per feature over every valid step of
+    every item (training fold only: test statistics must not leak into the
+    model). `center`: "mean" (spread: the std), or "median": the median of
+    the items' means, the spread being the root mean square distance of the
+    steps from it. Only feature inputs ("seq", "vec") have statistics."""
+    sums, sqs, counts, item_means = {}, {}, {}, {}
     features = {name for name, inp in dataset.data.inputs.items() if inp.is_feature}
     for i in range(len(dataset)):
         for name, x in dataset[i].items():
@@ -270,10 +272,14 @@ def input_stats(dataset: "CachedDataset") -> dict:
             sums[name] = sums.get(name, 0.0) + x.sum(0)
             sqs[name] = sqs.get(name, 0.0) + (x * x).sum(0)
             counts[name] = counts.get(name, 0) + len(x)
+            if len(x):
+                item_means.setdefault(name, []).append(x.mean(0))
     out = {}
     for name in sums:
         n = max(counts[name], 1)
         mean = sums[name] / n
-        std = np.sqrt(np.maximum(sqs[name] / n - mean * mean, 0.0))
-        out[name] = (mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32))
+        loc = np.median(item_means[name], 0) if center == "median" and name in item_means else mean
+        # E[(x - loc)^2] = E[x^2] - 2 loc E[x] + loc^2: the std when loc is the mean
+        spread = np.sqrt(np.maximum(sqs[name] / n - 2 * loc * mean + loc * loc, 0.0))
+        out[name] = (loc.astype(np.float32), np.maximum(spread, 1e-5).astype(np.float32))
     return out

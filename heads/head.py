@@ -75,6 +75,10 @@ class TrainConfig:
     # input); the others take the training fold's statistics. A speaker's mix
     # of lines shifts its text statistics, not only its voice.
     speaker_inputs: tuple[str, ...] = ()
+    # With "speaker": where each speaker's statistics centre: "mean" of its
+    # steps, or "median" of its items' means, which a speaker with many
+    # items of one emotion moves less (its spread is then taken around it).
+    speaker_center: Literal["mean", "median"] = "mean"
     # Classification loss weights: "balanced" weighs each class by
     # n / (classes * n_class) over the training fold, so a frequent class
     # (IEMOCAP's merged hap+exc) does not pull the others' items towards it;
@@ -167,6 +171,8 @@ class Head(nn.Module):
             if config.standardize != "speaker" or unknown:
                 raise ConfigError(f"head {cls.name}: speaker_inputs needs standardize=speaker and names among "
                                   f"the feature inputs {features} (not {unknown})")
+        if config.speaker_center != "mean" and config.standardize != "speaker":
+            raise ConfigError(f"head {cls.name}: speaker_center={config.speaker_center} needs standardize=speaker")
 
     @classmethod
     def check_dims(cls, config, dims):

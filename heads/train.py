@@ -217,7 +217,7 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
     """Train and test every (seed, fold); returns one record per run."""
     dims = data.dims()
     if config.standardize == "speaker":
-        data.normalise_per_speaker(config.speaker_inputs)
+        data.normalise_per_speaker(config.speaker_inputs, config.speaker_center)
     runs = []
     for seed in seeds:
         for i, fold in enumerate(folds):

@@ -90,6 +90,21 @@ def test_input_stats(cache):
     assert np.allclose(stats["speech"][1], allrows.std(0), atol=1e-4)
 
 
+def test_input_stats_centred_on_the_median_item(cache):
+    """center=median: the median over items of each item's mean, and the
+    root mean square distance of every step from it."""
+    c, _ = cache
+    data = Data(c, None, INPUTS, "4class")
+    ds = data.subset(data.ids)
+    loc, spread = input_stats(ds, "median")["speech"]
+    items = [ds[j]["speech"].astype(np.float64) for j in range(len(ds))]
+    expected = np.median([x.mean(0) for x in items], 0)
+    allrows = np.concatenate(items)
+    assert np.allclose(loc, expected, atol=1e-5)
+    assert np.allclose(spread, np.sqrt(((allrows - expected) ** 2).mean(0)), atol=1e-4)
+    assert not np.allclose(loc, allrows.mean(0), atol=1e-3)     # the fixture's items make the two differ
+
+
 def test_per_speaker_normalisation(cache):
     c, _ = cache
     data = Data(c, None, INPUTS, "6class")
@@ -98,6 +113,14 @@ def test_per_speaker_normalisation(cache):
     for speaker in {it.speaker for it in data.items.values()}:
         rows = np.concatenate([ds[j]["other"] for j, i in enumerate(data.ids) if data.items[i].speaker == speaker])
         assert np.allclose(rows.mean(0), 0, atol=1e-4) and np.allclose(rows.std(0), 1, atol=1e-3)
+    median = Data(c, None, INPUTS, "6class")
+    median.normalise_per_speaker(center="median")
+    ds = median.subset(median.ids)
+    for speaker in {it.speaker for it in median.items.values()}:
+        own = [j for j, i in enumerate(median.ids) if median.items[i].speaker == speaker]
+        # each speaker's median item now has mean 0, and its steps unit mean square
+        assert np.allclose(np.median([ds[j]["other"].mean(0) for j in own], 0), 0, atol=1e-4)
+        assert np.allclose((np.concatenate([ds[j]["other"] for j in own]) ** 2).mean(0), 1, atol=1e-3)
 
 
 def test_per_speaker_normalisation_of_chosen_inputs_only(cache):
@@ -117,3 +140,5 @@ def test_per_speaker_normalisation_of_chosen_inputs_only(cache):
     for options in ({"speaker_inputs": ["words"]}, {"speaker_inputs": ["speech"], "standardize": "fold"}):
         with pytest.raises(ConfigError, match="speaker_inputs needs standardize=speaker"):
             tsin.make_config("demo", options)
+    with pytest.raises(ConfigError, match="speaker_center=median needs standardize=speaker"):
+        tsin.make_config("demo", {"speaker_center": "median", "standardize": "fold"})
