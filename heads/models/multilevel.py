@@ -51,7 +51,10 @@ input) — modality dropout: the demo corpus's words are easier to fit than
 its prosody, and without it the model leans on them alone. Only the demo
 preset uses these two. `speech_dropout` (0 by default; the demo preset
 uses it) likewise masks every frame but the dummy of a share of the items,
-so their label must come through the text alone.
+so their label must come through the text alone. In the multigranular
+model `cls_dropout` (0 by default) hides only the [CLS] input of another
+share, so the fine-grained branch must read those items' words itself
+rather than leave them to the [CLS].
 The multigranular recipe selects on dev weighted F1 (the paper says "F1").
 """
 from __future__ import annotations
