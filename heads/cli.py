@@ -247,8 +247,9 @@ def cmd_evaluate(args):
         raise UsageError(f"--part test needs the run's own dataset ({record['dataset']}); use --part all")
     check_cache(cache, dataset, cls, config)
     data = cls.open_data(cache, dataset, config)
-    if config.standardize == "speaker":
-        data.normalise_per_speaker(config.speaker_inputs, config.speaker_center)
+    per_speaker = cls.speaker_normalised(config)
+    if per_speaker:
+        data.normalise_per_speaker(per_speaker, config.speaker_center)
     run_task = record.get("task") or {"kind": "classification", "classes": record["classes"]}
     if data.task.describe() != run_task:
         raise UsageError(f"the label set's task differs: run {run_task}, dataset {data.task.describe()}")

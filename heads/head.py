@@ -75,6 +75,9 @@ class TrainConfig:
     # input); the others take the training fold's statistics. A speaker's mix
     # of lines shifts its text statistics, not only its voice.
     speaker_inputs: tuple[str, ...] = ()
+    # ... or the other way round: the inputs that take the training fold's
+    # statistics, every other feature input its speaker's (not with speaker_inputs).
+    fold_inputs: tuple[str, ...] = ()
     # With "speaker": where each speaker's statistics centre: "mean" of its
     # steps, or "median" of its items' means, which a speaker with many
     # items of one emotion moves less (its spread is then taken around it).
@@ -165,14 +168,28 @@ class Head(nn.Module):
             raise ConfigError(f"head {cls.name}: lr must be > 0")
         if config.average_last < 0:
             raise ConfigError(f"head {cls.name}: average_last must be >= 0")
-        if config.speaker_inputs:
-            features = sorted(n for n, i in cls.inputs(config).items() if i.is_feature)
-            unknown = sorted(set(config.speaker_inputs) - set(features))
-            if config.standardize != "speaker" or unknown:
-                raise ConfigError(f"head {cls.name}: speaker_inputs needs standardize=speaker and names among "
+        named = (*config.speaker_inputs, *config.fold_inputs)
+        features = sorted(n for n, i in cls.inputs(config).items() if i.is_feature) if named else []
+        for option in ("speaker_inputs", "fold_inputs"):
+            unknown = sorted(set(getattr(config, option)) - set(features))
+            if getattr(config, option) and (config.standardize != "speaker" or unknown):
+                raise ConfigError(f"head {cls.name}: {option} needs standardize=speaker and names among "
                                   f"the feature inputs {features} (not {unknown})")
+        if config.speaker_inputs and config.fold_inputs:
+            raise ConfigError(f"head {cls.name}: give speaker_inputs or fold_inputs, not both")
         if config.speaker_center != "mean" and config.standardize != "speaker":
             raise ConfigError(f"head {cls.name}: speaker_center={config.speaker_center} needs standardize=speaker")
+
+    @classmethod
+    def speaker_normalised(cls, config) -> tuple:
+        """The feature inputs standardised per speaker: none unless
+        standardize=speaker; then speaker_inputs, or every feature input but
+        fold_inputs."""
+        if config.standardize != "speaker":
+            return ()
+        if config.speaker_inputs:
+            return tuple(config.speaker_inputs)
+        return tuple(n for n, i in cls.inputs(config).items() if i.is_feature and n not in config.fold_inputs)
 
     @classmethod
     def check_dims(cls, config, dims):

@@ -216,8 +216,11 @@ def load_checkpoint(path, heads, device="cpu"):
 def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progress=True, log=print) -> list:
     """Train and test every (seed, fold); returns one record per run."""
     dims = data.dims()
-    if config.standardize == "speaker":
-        data.normalise_per_speaker(config.speaker_inputs, config.speaker_center)
+    per_speaker = head_cls.speaker_normalised(config)
+    if per_speaker:
+        data.normalise_per_speaker(per_speaker, config.speaker_center)
+    # The other feature inputs take the training fold's statistics (kept in the model's buffers).
+    by_fold = set(dims) - set(per_speaker) if config.standardize != "none" else set()
     runs = []
     for seed in seeds:
         for i, fold in enumerate(folds):
@@ -226,9 +229,8 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
             desc = f"seed {seed} {fold.name}"
             ckpt = out_dir / "checkpoints" / f"seed{seed}_fold{i + 1}.pt"
             train_set = data.subset(fold.train, train=True)
-            if config.standardize == "fold" or config.speaker_inputs:
-                fold_stats = input_stats(train_set)
-                model.set_input_stats({n: s for n, s in fold_stats.items() if n not in config.speaker_inputs})
+            if by_fold:
+                model.set_input_stats({n: s for n, s in input_stats(train_set).items() if n in by_fold})
             if config.class_weights == "balanced":
                 model.class_weight = data.task.balanced_weights(train_set.targets())
             train = loader(train_set, config, shuffle=True, seed=seed)

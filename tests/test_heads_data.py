@@ -140,5 +140,13 @@ def test_per_speaker_normalisation_of_chosen_inputs_only(cache):
     for options in ({"speaker_inputs": ["words"]}, {"speaker_inputs": ["speech"], "standardize": "fold"}):
         with pytest.raises(ConfigError, match="speaker_inputs needs standardize=speaker"):
             tsin.make_config("demo", options)
+    assert tsin.speaker_normalised(tsin.make_config("demo", {"speaker_inputs": ["speech"]})) == ("speech",)
+    assert tsin.speaker_normalised(tsin.make_config("demo", {"fold_inputs": ["text"]})) == ("speech",)
+    assert set(tsin.speaker_normalised(tsin.make_config("demo"))) == {"speech", "text"}
+    assert tsin.speaker_normalised(tsin.make_config("demo", {"standardize": "fold"})) == ()
+    with pytest.raises(ConfigError, match="fold_inputs needs standardize=speaker"):
+        tsin.make_config("demo", {"fold_inputs": ["cls"]})
+    with pytest.raises(ConfigError, match="not both"):
+        tsin.make_config("demo", {"fold_inputs": ["text"], "speaker_inputs": ["speech"]})
     with pytest.raises(ConfigError, match="speaker_center=median needs standardize=speaker"):
         tsin.make_config("demo", {"speaker_center": "median", "standardize": "fold"})
