@@ -91,21 +91,20 @@ def test_list(capsys):
 
 def test_speaker_inputs_leave_the_others_to_the_fold_statistics(fbank_only, capsys, tmp_path):
     import torch
-    run = tmp_path / "run"
-    rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), "--preset", "demo", "--set", "text_stage=mfcc",
-               "--set", "text_array=mfcc", "--set", "epochs=1", "--set", 'speaker_inputs=["speech"]',
-               "--protocol", "session", "--out", str(run), "--quiet"])
-    assert rc == 0, capsys.readouterr().err
-    state = torch.load(run / "checkpoints" / "seed0_fold1.pt", weights_only=False)["state_dict"]
+
+    def trained_state(name, option):
+        run = tmp_path / name
+        rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), "--preset", "demo",
+                   "--set", "text_stage=mfcc", "--set", "text_array=mfcc", "--set", "epochs=1", "--set", option,
+                   "--protocol", "session", "--out", str(run), "--quiet"])
+        assert rc == 0, capsys.readouterr().err
+        return torch.load(run / "checkpoints" / "seed0_fold1.pt", weights_only=False)["state_dict"]
+
+    state = trained_state("run", 'speaker_inputs=["speech"]')
     # Speech came standardised per speaker; text is standardised in the model by the training fold.
     assert torch.equal(state["mean_speech"], torch.zeros(6)) and torch.equal(state["std_speech"], torch.ones(6))
     assert state["mean_text"].abs().sum() > 0 and not torch.equal(state["std_text"], torch.ones(4))
     # fold_inputs names the complement: the same split of the inputs, the same statistics.
-    again = tmp_path / "again"
-    rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), "--preset", "demo", "--set", "text_stage=mfcc",
-               "--set", "text_array=mfcc", "--set", "epochs=1", "--set", 'fold_inputs=["text"]',
-               "--protocol", "session", "--out", str(again), "--quiet"])
-    assert rc == 0, capsys.readouterr().err
-    other = torch.load(again / "checkpoints" / "seed0_fold1.pt", weights_only=False)["state_dict"]
+    other = trained_state("again", 'fold_inputs=["text"]')
     for name in ("mean_speech", "std_speech", "mean_text", "std_text"):
         assert torch.equal(state[name], other[name])
