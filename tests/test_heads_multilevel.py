@@ -75,6 +75,26 @@ def test_auxiliary_terms_enter_the_loss(name, options, terms):
         assert torch.isfinite(term) and term > 0
 
 
+def test_embedding_term_skips_items_whose_cls_is_hidden():
+    """The [CLS]-to-fine distance averages over the items whose [CLS] is
+    seen: a hidden one has no [CLS] view to agree with."""
+    cls = HEADS["muse_mg"]
+    config = cls.make_config("demo", {"dropout": 0.0, "emb_align_weight": 0.5})
+    batch, dims = _batch(cls, config)
+    torch.manual_seed(0)
+    model = cls(config, dims, N_CLASSES)
+    n = len(batch["id"])
+    text, speech, hidden = (torch.zeros(n, dtype=torch.bool) for _ in range(3))
+    text[0], hidden[1] = True, True
+    model.hidden_parts = lambda *_: [text, speech, hidden]
+    fine = {}
+    model.proj_fine.register_forward_hook(lambda _m, _i, out: fine.update(f=out))
+    with torch.no_grad():
+        model(batch)
+        gap = (model.proj_cls(batch["cls"]) - fine["f"]).pow(2).sum(-1)
+    assert torch.allclose(model.aux_losses["embedding"], 0.5 * gap[2:].mean(), atol=1e-5)
+
+
 def _timed_batch(cls, config):
     """The generic batch with word spans that cover the first frames, so
     the alignment term has frames to score."""

@@ -34,7 +34,8 @@ Auxiliary losses (weights default 0, i.e. off):
   The paper writes KL(A || target); we use the target first (a cross-entropy
   to the target up to a constant), which is finite whatever the attention.
 - `emb_align_weight` (MUSE, multigranular): the squared distance between
-  the projected [CLS] and utterance vectors.
+  the projected [CLS] and utterance vectors, over the items whose [CLS] the
+  modality dropout left in place.
 
 Our choices where the papers are vague (all configurable): phoneme
 embedding and CNN width `phoneme_dim` (kernel `phoneme_kernel`, ReLU);
@@ -314,10 +315,13 @@ class HarmoFusionMG(HarmoFusion):
 
     def readout(self, utterance, batch, parts):
         text_hidden, _, cls_hidden = parts
-        c = self.proj_cls(batch["cls"] * ~(text_hidden | cls_hidden).unsqueeze(-1))
+        seen = ~(text_hidden | cls_hidden)
+        c = self.proj_cls(batch["cls"] * seen.unsqueeze(-1))
         f = self.proj_fine(utterance)
-        if self.config.emb_align_weight > 0:
-            self.aux_losses["embedding"] = self.config.emb_align_weight * (c - f).pow(2).sum(-1).mean()
+        if self.config.emb_align_weight > 0 and seen.any():
+            # An item whose [CLS] is hidden has no [CLS] view to agree with.
+            gap = (c - f).pow(2).sum(-1)
+            self.aux_losses["embedding"] = self.config.emb_align_weight * gap[seen].mean()
         joint = self.gate(c, f) if self.gate is not None else torch.cat([c, f], -1)
         return self.fc(self.dropout(joint))
 
