@@ -118,6 +118,20 @@ def test_highway_layer_is_the_formula():
     assert torch.allclose(layer(u), torch.tensor([[2.25, 0.0]]), atol=1e-6)
 
 
+def test_highway_gate_bias_starts_each_layer_near_carrying_its_input():
+    torch.manual_seed(0)
+    u = torch.randn(5, 3)
+    assert torch.allclose(Highway(3, gate_bias=-20.0)(u), u, atol=1e-6)
+    assert not torch.allclose(Highway(3)(u), u, atol=1e-2)
+    model = HEADS["muse"](HEADS["muse"].make_config("demo", {"highway_bias": -2.0}), *_batch_dims("muse"))
+    assert [layer.t.bias.detach().unique().tolist() for layer in model.encoder.highway] == [[-2.0], [-2.0]]
+
+
+def _batch_dims(name):
+    cls = HEADS[name]
+    return _batch(cls, cls.make_config("demo", {}))[1], N_CLASSES
+
+
 def test_gate_mixes_cls_and_fine_vectors():
     gate = Gate(2)
     with torch.no_grad():
