@@ -57,10 +57,7 @@ uses it) likewise masks every frame but the dummy of a share of the items,
 so their label must come through the text alone. In the multigranular
 model `cls_dropout` (0 by default) hides only the [CLS] input of another
 share, so the fine-grained branch must read those items' words itself
-rather than leave them to the [CLS]. `functionals_stage` (none by default)
-reads one utterance-level vector, e.g. eGeMAPS functionals, projects it to
-`d` and adds it where the dummy frame enters: the statistics over voiced
-frames and the speaking rate that the frame track cannot give at once.
+rather than leave them to the [CLS].
 The multigranular recipe selects on dev weighted F1 (the paper says "F1").
 """
 from __future__ import annotations
