@@ -31,7 +31,6 @@ OPTIONS = [
     {"fusion": "phoneme", "align_weight": 0.5},
     {"fusion": "word", "fusion_layers": 0},
     {"text_layers": 0, "cross_layers": 2, "norm_first": True, **AUX},
-    {"functionals_stage": "opensmile@egemaps", "highway_bias": -2.0},
 ]
 MG_OPTIONS = [{"gate": True, "emb_align_weight": 0.5}, {"fusion": "word", **AUX}]
 CASES = [("harmofusion", o) for o in OPTIONS] + [("harmofusion_mg", o) for o in MG_OPTIONS]
@@ -117,24 +116,6 @@ def test_highway_layer_is_the_formula():
     u = torch.tensor([[2.0, 3.0]])
     # H = relu([2.5, -3]) = [2.5, 0]; z = H*T + u*(1-T) = [2.5*0.5 + 2*0.5, 0*1 + 3*0] = [2.25, 0]
     assert torch.allclose(layer(u), torch.tensor([[2.25, 0.0]]), atol=1e-6)
-
-
-def test_functionals_reach_only_the_dummy_step():
-    """The projected functionals are added where the dummy frame enters the
-    mel pre-net's output and nowhere else."""
-    cls = HEADS["muse"]
-    config = cls.make_config("demo", {"dropout": 0.0, "functionals_stage": "opensmile@egemaps"})
-    batch, dims = _batch(cls, config)
-    torch.manual_seed(0)
-    model = cls(config, dims, N_CLASSES).eval()
-    steps = torch.randn(3, 6, config.d)
-    muted = torch.tensor([False, True, False])
-    out = model.encoder.at_dummy(steps, batch, muted)
-    extra = model.encoder.functionals(batch["functionals"])
-    assert torch.equal(out[:, 1:], steps[:, 1:])
-    assert torch.allclose(out[:, 0], steps[:, 0] + extra * torch.tensor([[1.0], [0.0], [1.0]]))
-    with torch.no_grad():
-        assert not torch.allclose(model(batch), model(dict(batch, functionals=torch.randn_like(batch["functionals"]))))
 
 
 def test_highway_gate_bias_starts_each_layer_near_carrying_its_input():
@@ -235,12 +216,10 @@ def test_text_dropout_hides_every_text_input_in_training_only(name):
 
 
 def test_speech_dropout_hides_every_frame_but_the_dummy_in_training_only():
-    """The utterance functionals are speech too: a muted item loses them."""
     cls = HEADS["harmofusion"]
-    dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.999,
-                                        "functionals_stage": "opensmile@egemaps"},
-                                  lambda batch: {**batch, **{k: torch.randn_like(batch[k])
-                                                             for k in ("speech", "prosody", "functionals")}})
+    dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.999},
+                                  lambda batch: dict(batch, speech=torch.randn_like(batch["speech"]),
+                                                     prosody=torch.randn_like(batch["prosody"])))
     model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.2}), dims, N_CLASSES)
     torch.manual_seed(0)
     text, speech = model.hidden_parts(4000, "cpu")
@@ -328,8 +307,6 @@ def test_inputs_follow_the_options():
     assert set(timed) == {"speech", "phoneme_ids", "phoneme_lengths", "spans"}
     assert timed["spans"].kind == "raw" and timed["phoneme_ids"].kind == "ids"
     assert "cls" in HEADS["muse_mg"].inputs(HEADS["muse_mg"].make_config())
-    summary = cls.inputs(cls.make_config("paper", {"functionals_stage": "opensmile@egemaps"}))["functionals"]
-    assert (summary.stage, summary.array, summary.kind) == ("opensmile@egemaps", "functionals", "vec")
 
 
 @pytest.mark.parametrize("options,message", [

@@ -95,9 +95,6 @@ class Config(TrainConfig):
     # optional prosody track joined to every mel frame ("" = none, the paper), e.g. eGeMAPS LLDs
     prosody_stage: str = ""
     prosody_array: str = "lld"
-    # optional utterance-level vector added at the dummy frame ("" = none, the paper), e.g. eGeMAPS functionals
-    functionals_stage: str = ""
-    functionals_array: str = "functionals"
     # word level
     fusion: Literal["highway", "concat", "phoneme", "word"] = "highway"
     highway_layers: int = 1
@@ -202,8 +199,6 @@ class HarmoFusion(Head):
         out = {"speech": Input(config.speech_stage, config.speech_array, "seq", config.max_frames)}
         if config.prosody_stage:
             out["prosody"] = track_input(config, f"head {cls.name}: prosody_stage")
-        if config.functionals_stage:
-            out["functionals"] = Input(config.functionals_stage, config.functionals_array, "vec")
         if config.fusion != "word":
             # Flat ids of every word's phonemes, cut into words by `lengths` in the head.
             out["phoneme_ids"] = Input(config.phoneme_stage, "ids", "ids")
@@ -489,7 +484,6 @@ class MultilevelTransformer(nn.Module):
         self.dummy = nn.Parameter(0.02 * torch.randn(frame_width))
         self.mel_prenet = nn.Sequential(nn.Linear(frame_width, c.mel_hidden), nn.ReLU(), nn.Dropout(c.dropout),
                                         nn.Linear(c.mel_hidden, c.d), nn.ReLU(), nn.Dropout(c.dropout))
-        self.functionals = nn.Linear(dims["functionals"], c.d) if "functionals" in dims else None
         self.cross = nn.ModuleList(CrossModalLayer(c.d, c.heads, c.ff_dim, c.dropout, c.norm_first)
                                    for _ in range(c.cross_layers))
         self.fusion = _encoder_layers(c, c.fusion_layers)
@@ -507,7 +501,7 @@ class MultilevelTransformer(nn.Module):
         b = speech.shape[0]
         m = torch.cat([self.dummy.expand(b, 1, -1), speech], 1)
         m_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=m.device), s_mask], 1)
-        m = self.dropout(self.at_dummy(self.mel_prenet(m), batch, muted) + sinusoids(m.shape[1], c.d, m.device))
+        m = self.dropout(self.mel_prenet(m) + sinusoids(m.shape[1], c.d, m.device))
         for layer in self.cross:
             m, weights = layer(m, m_mask, t, t_mask)
         outputs = [m]
@@ -523,14 +517,6 @@ class MultilevelTransformer(nn.Module):
             frames = frames & m_mask & ~hidden.unsqueeze(-1)
             aux["alignment"] = c.align_weight * alignment_kl(weights, target, frames)
         return m[:, 0]
-
-    def at_dummy(self, m, batch, muted):
-        """Adds the projected utterance functionals to the dummy step; a
-        muted item loses them with its frames (they are speech too)."""
-        if self.functionals is None:
-            return m
-        extra = self.functionals(batch["functionals"]) * (~muted).unsqueeze(-1)
-        return torch.cat([m[:, :1] + extra.unsqueeze(1), m[:, 1:]], 1)
 
     def frames(self, batch):
         """The mel frames, each with the prosody track's frame at its time
