@@ -30,7 +30,7 @@ OPTIONS = [
     {"fusion": "concat", "fusion_layers": 1, "consistency_weight": 0.5},
     {"fusion": "phoneme", "align_weight": 0.5},
     {"fusion": "word", "fusion_layers": 0},
-    {"text_layers": 0, "cross_layers": 2, "norm_first": True, **AUX},
+    {"text_layers": 0, "cross_layers": 2, "norm_first": True, "highway_bias": -2.0, **AUX},
 ]
 MG_OPTIONS = [{"gate": True, "emb_align_weight": 0.5}, {"fusion": "word", **AUX}]
 CASES = [("harmofusion", o) for o in OPTIONS] + [("harmofusion_mg", o) for o in MG_OPTIONS]
