@@ -1,8 +1,8 @@
-"""Acceptance (`make acceptance`): HarmoFusion's multilevel transformer and
-its multigranular model, --preset demo, leave one session out on the full
-demo corpus, reach UA >= 0.9 on 4 classes, as the mean of three seeds (as
-the papers report theirs): one seed's figure moves by about 0.02 either
-way (README, HarmoFusion)."""
+"""Acceptance (`make acceptance`): the multilevel transformer and its
+multigranular model, HarmoFusion's and MUSE's, --preset demo, leave one
+session out on the full demo corpus, reach UA >= 0.9 on 4 classes, as the
+mean of three seeds (as the papers report theirs): one seed's figure moves
+by about 0.02 either way (README, HarmoFusion)."""
 from __future__ import annotations
 
 import pytest
@@ -17,7 +17,7 @@ def cache(tmp_path_factory):
 
 
 @pytest.mark.acceptance
-@pytest.mark.parametrize("model", ["harmofusion", "harmofusion_mg"])
+@pytest.mark.parametrize("model", ["harmofusion", "harmofusion_mg", "muse", "muse_mg"])
 def test_multilevel_demo_session_protocol(cache, model):
     result = train_run(cache, cache.parent / f"run-{model}", model, "--seeds", "3")
     assert result["seeds"] == [0, 1, 2]
