@@ -42,8 +42,9 @@ embedding and CNN width `phoneme_dim` (kernel `phoneme_kernel`, ReLU);
 encoder pre-net kernels `prenet_kernel` with ReLU and dropout and no batch
 norm (its batch statistics would mix padding into real steps); mel pre-net
 hidden width `mel_hidden`; feed-forward width `ff_dim`; the highway
-transform gates' initial bias `highway_bias` (0: each layer starts half
-transforming, half carrying; negative: near carrying); post-norm layers
+transform gates' initial bias `highway_bias` (0: PyTorch's default, so
+each layer starts about half transforming, half carrying; negative: near
+carrying); post-norm layers
 (`norm_first`: pre-norm); the dummy frame is a learned vector in the (standardised) filterbank space,
 prepended before the mel pre-net; an item with no words attends to one
 zero word so attention stays defined. The cross-modal attention has no
@@ -98,7 +99,8 @@ class Config(TrainConfig):
     # word level
     fusion: Literal["highway", "concat", "phoneme", "word"] = "highway"
     highway_layers: int = 1
-    highway_bias: float = 0.0       # initial transform-gate bias (< 0: each layer starts near carrying its input)
+    highway_bias: float = 0.0       # initial transform-gate bias (< 0: each layer starts near carrying
+                                    # its input; 0: PyTorch's default init, a small random bias)
     phoneme_vocab: int = 70         # ids 1..69 cover the phonemes stage with stress; 0 is padding
     phoneme_dim: int = 128
     phoneme_kernel: int = 3
@@ -372,7 +374,8 @@ class Highway(nn.Module):
         super().__init__()
         self.h = nn.Linear(d, d)
         self.t = nn.Linear(d, d)
-        nn.init.constant_(self.t.bias, gate_bias)
+        if gate_bias:       # 0 keeps PyTorch's default (small random) bias, as measured before the option
+            nn.init.constant_(self.t.bias, gate_bias)
 
     def forward(self, u):
         t = torch.sigmoid(self.t(u))
@@ -485,7 +488,8 @@ class MultilevelTransformer(nn.Module):
             width += c.phoneme_dim
         if self.use_words:
             width += dims["words"]
-        self.highway = nn.ModuleList(Highway(width, c.highway_bias) for _ in range(c.highway_layers if c.fusion == "highway" else 0))
+        n_highway = c.highway_layers if c.fusion == "highway" else 0
+        self.highway = nn.ModuleList(Highway(width, c.highway_bias) for _ in range(n_highway))
         self.prenet = EncoderPrenet(width, c.d, c.prenet_kernel, c.dropout)
         self.text_encoder = _encoder_layers(c, c.text_layers)
         self.ratio = frame_ratio(c.speech_stage, c.prosody_stage, "prosody_stage") if "prosody" in dims else None
