@@ -123,13 +123,12 @@ def test_highway_gate_bias_starts_each_layer_near_carrying_its_input():
     u = torch.randn(5, 3)
     assert torch.allclose(Highway(3, gate_bias=-20.0)(u), u, atol=1e-6)
     assert not torch.allclose(Highway(3)(u), u, atol=1e-2)
-    model = HEADS["muse"](HEADS["muse"].make_config("demo", {"highway_bias": -2.0}), *_batch_dims("muse"))
+    cls = HEADS["muse"]
+    config = cls.make_config("demo")            # MUSE's demo preset sets the bias for both layers
+    model = cls(config, _batch(cls, config)[1], N_CLASSES)
     assert [layer.t.bias.detach().unique().tolist() for layer in model.encoder.highway] == [[-2.0], [-2.0]]
-
-
-def _batch_dims(name):
-    cls = HEADS[name]
-    return _batch(cls, cls.make_config("demo", {}))[1], N_CLASSES
+    mg = HEADS["muse_mg"].make_config("demo")
+    assert (mg.highway_bias, mg.gate) == (-2.0, True)
 
 
 def test_gate_mixes_cls_and_fine_vectors():
