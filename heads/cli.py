@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +30,8 @@ class StagesMissing(Exception):
 
 def main(argv=None):
     from pipeline.api import NotInCache
+    from pipeline.shard import ShardError
+    from pipeline.store import IndexDamaged
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -42,6 +43,9 @@ def main(argv=None):
             FileNotFoundError) as e:
         print(f"heads: error: {e}", file=sys.stderr)
         return 2
+    except (IndexDamaged, ShardError) as e:     # the cache needs repair: one line, the command that repairs it
+        print(f"heads: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _parser():
@@ -119,23 +123,8 @@ def _variants(cls):
 # --- train ------------------------------------------------------------------
 
 def head_config(cls, preset, config_file, pairs):
-    overrides = {}
-    if config_file:
-        try:
-            overrides.update(tomllib.loads(Path(config_file).read_text()))
-        except OSError as e:
-            raise UsageError(f"--config {config_file}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"--config {config_file}: not valid TOML: {e}") from None
-    for pair in pairs:
-        key, eq, raw = pair.partition("=")
-        if not eq or not key:
-            raise UsageError(f"--set {pair!r}: expected KEY=VALUE")
-        try:
-            overrides[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            overrides[key.strip()] = raw          # a bare word: a string
-    return cls.make_config(preset, overrides)
+    from pipeline.options import head_options
+    return cls.make_config(preset, head_options(config_file, pairs))
 
 
 def check_cache(cache, dataset, cls, config):
