@@ -23,24 +23,27 @@ def parse_value(raw: str):
         return raw
 
 
-def parse_pairs(pairs) -> dict:
+def parse_pairs(pairs, form="KEY=VALUE") -> dict:
     """`KEY=VALUE` pairs -> {key: value}."""
     out = {}
     for pair in pairs or ():
         key, eq, raw = pair.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        if not eq or not key.strip() or (form == "STAGE.KEY=VALUE" and not _dotted(key)):
+            raise ConfigError(f"--set {pair!r}: expected {form}")
         out[key.strip()] = parse_value(raw)
     return out
+
+
+def _dotted(key):
+    label, dot, name = key.strip().partition(".")
+    return bool(label and dot and name)
 
 
 def parse_set(pairs) -> dict:
     """`STAGE.KEY=VALUE` pairs -> {stage label: {key: value}}."""
     out = {}
-    for target, value in parse_pairs(pairs).items():
-        label, dot, key = target.partition(".")
-        if not (dot and key):
-            raise ConfigError(f"--set {target}=...: expected STAGE.KEY=VALUE")
+    for target, value in parse_pairs(pairs, "STAGE.KEY=VALUE").items():
+        label, _, key = target.partition(".")
         out.setdefault(label, {})[key] = value
     return out
 

@@ -92,12 +92,19 @@ def _strings(f, name, values):
         f.create_dataset(name, shape=(0,), dtype=h5py.string_dtype())
 
 
+CHUNK_BYTES = 1 << 16
+
+
 def _numbers(g, name, data):
-    """A numeric dataset with a checksum (the filter needs chunks; an empty one has none)."""
-    if data.size:
-        g.create_dataset(name, data=data, chunks=True, fletcher32=True)
-    else:
+    """A numeric dataset with a checksum (the filter needs chunks; an empty one has none).
+    Chunks hold whole rows, about 64 KiB: reading one item then touches few
+    chunks, and the checksum runs over little more than the item."""
+    if not data.size:
         g.create_dataset(name, data=data)
+        return
+    row_bytes = data.itemsize * max(1, int(data[:1].size))
+    rows = int(min(len(data), max(1, CHUNK_BYTES // row_bytes)))
+    g.create_dataset(name, data=data, chunks=(rows, *data.shape[1:]), fletcher32=True)
 
 
 def _write_array(g, arrays):

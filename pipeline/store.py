@@ -244,12 +244,22 @@ def verify(cache_dir) -> dict:
     'problems' with the index or manifests. Reads only."""
     index = Index(cache_dir, readonly=True)
     report = {"ok": [], "corrupt": [], "missing": [], "unindexed": [], "problems": []}
-    check = index.db.execute("PRAGMA quick_check").fetchall()
-    if check != [("ok",)]:
-        report["problems"] += [f"index: {row[0]}" for row in check[:5]]
-    report["problems"] += _manifest_problems(cache_dir, index.datasets())
+    try:
+        check = index.db.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            report["problems"] += [f"index: {row[0]}" for row in check[:5]]
+        report["problems"] += _manifest_problems(cache_dir, index.datasets())
+        _check_shards(cache_dir, index.shards(), report)
+    except (sqlite3.DatabaseError, ValueError, TypeError) as e:     # rows too damaged to read
+        report["problems"].append(f"index: unreadable ({e})")
+    finally:
+        index.close()
+    return report
+
+
+def _check_shards(cache_dir, rows, report):
     known = set()
-    for shard, _cfg, _n, digest, _bytes, _created in index.shards():
+    for shard, _cfg, _n, digest, _bytes, _created in rows:
         known.add(shard)
         path = Path(cache_dir) / shard
         if not path.exists():
@@ -262,8 +272,6 @@ def verify(cache_dir) -> dict:
         rel = str(path.relative_to(cache_dir))
         if rel not in known:
             report["unindexed"].append(rel)
-    index.close()
-    return report
 
 
 def _digest_of(path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-import pipeline.store as store_mod
+import pipeline.digests as store_mod
 from pipeline.context import ItemContext
 from pipeline.graph import resolve
 from pipeline.manifest import Item
