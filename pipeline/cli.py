@@ -59,22 +59,7 @@ def _parser():
     c.add_argument("stage")
     c.set_defaults(func=cmd_config)
 
-    v = sub.add_parser("verify", help="re-hash every shard; name any corrupt or missing one")
-    v.add_argument("--cache", default=default_cache_dir())
-    v.add_argument("--fix", action="store_true", help="forget bad shards so the next extract recomputes them")
-    v.add_argument("--rebuild-index", action="store_true",
-                   help="rebuild index.sqlite from the shards and manifests, then verify")
-    v.set_defaults(func=cmd_verify)
-
-    g = sub.add_parser("gc", help="remove stage configurations nothing asks for (dry run unless --yes)")
-    g.add_argument("--cache", default=default_cache_dir())
-    g.add_argument("--keep-for", metavar="HEAD[,HEAD...]", help="keep what these heads read (as --for)")
-    g.add_argument("--preset", help="with --keep-for: the heads' preset (default paper)")
-    g.add_argument("--keep", nargs="+", metavar="LABEL", help="keep these stage specs (and what they consume)")
-    g.add_argument("--older-than", type=float, metavar="DAYS",
-                   help="remove only configurations not written to for this many days")
-    g.add_argument("--yes", action="store_true", help="delete (default: print what would go)")
-    g.set_defaults(func=cmd_gc)
+    _maintenance_commands(sub)
 
     i = sub.add_parser("inspect", help="print (and plot) one item's stage output")
     i.add_argument("item")
@@ -94,6 +79,25 @@ def _parser():
     d.add_argument("--no-video", action="store_true")
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def _maintenance_commands(sub):
+    v = sub.add_parser("verify", help="re-hash every shard; name any corrupt or missing one")
+    v.add_argument("--cache", default=default_cache_dir())
+    v.add_argument("--fix", action="store_true", help="forget bad shards so the next extract recomputes them")
+    v.add_argument("--rebuild-index", action="store_true",
+                   help="rebuild index.sqlite from the shards and manifests, then verify")
+    v.set_defaults(func=cmd_verify)
+
+    g = sub.add_parser("gc", help="remove stage configurations nothing asks for (dry run unless --yes)")
+    g.add_argument("--cache", default=default_cache_dir())
+    g.add_argument("--keep-for", metavar="HEAD[,HEAD...]", help="keep what these heads read (as --for)")
+    g.add_argument("--preset", help="with --keep-for: the heads' preset (default paper)")
+    g.add_argument("--keep", nargs="+", metavar="LABEL", help="keep these stage specs (and what they consume)")
+    g.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="remove only configurations not written to for this many days")
+    g.add_argument("--yes", action="store_true", help="delete (default: print what would go)")
+    g.set_defaults(func=cmd_gc)
 
 
 def _selection_args(p):
