@@ -17,7 +17,9 @@ writes them. Then, for each reader, in a fresh process:
 
 it runs `--epochs` shuffled DataLoader passes (TSIN's batch size 32 and its
 collate) with `--workers` persistent workers, and prints items/s per epoch
-and the peak RSS (VmHWM) of the training process and of each worker.
+and the peak RSS (VmHWM) of the training process and of each worker (a
+forked worker's RSS starts at its parent's: importing torch alone is about
+500 MiB), and each worker's private memory at the end (what it added).
 The page cache is dropped before each reader when the system allows it
 (root on Linux), so the first epoch reads from disk.
 """
@@ -119,7 +121,7 @@ def measure(cache_dir, reader, epochs, workers):
         rates.append(n / (time.perf_counter() - t))
     children = _children()
     return {"items": len(dataset), "items_per_s": rates, "main_mib": _hwm(os.getpid()),
-            "worker_mib": [_hwm(pid) for pid in children]}
+            "worker_mib": [_hwm(pid) for pid in children], "worker_private_mib": [_private(pid) for pid in children]}
 
 
 def _children():
@@ -132,6 +134,15 @@ def _hwm(pid):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _private(pid):
+    """Memory only this process holds (what a forked worker adds to its parent's)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":")[0], line.split()[1]
+        fields[name] = int(value)
+    return (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024
 
 
 def drop_page_cache() -> bool:
@@ -170,8 +181,9 @@ def main(argv=None):
         r = json.loads(out.stdout.strip().splitlines()[-1])
         epochs = ", ".join(f"epoch {k + 1} {v:7.0f} items/s" for k, v in enumerate(r["items_per_s"]))
         workers = ", ".join(f"{m:.0f}" for m in r["worker_mib"]) or "-"
+        private = ", ".join(f"{m:.0f}" for m in r["worker_private_mib"]) or "-"
         print(f"{reader:>4} reader: {r['items']} items; {epochs} ({'cold' if cold else 'warm'} page cache); "
-              f"peak RSS main {r['main_mib']:.0f} MiB, workers {workers} MiB")
+              f"peak RSS main {r['main_mib']:.0f} MiB, workers {workers} MiB (private at the end: {private} MiB)")
 
 
 if __name__ == "__main__":

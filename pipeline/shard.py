@@ -30,7 +30,8 @@ from .digests import canonical, digest_text, file_digest
 
 FORMAT = "emocache-shard/2"
 TMP_MARK = ".tmp-"
-MAX_OPEN = 64       # shard files a reader keeps open per process
+MAX_OPEN = 128      # shard files a reader keeps open per process
+MAX_LAYOUTS = 4096  # shards whose layout (keys, offsets) a reader remembers
 
 
 class ShardError(OSError):
@@ -197,26 +198,23 @@ def _decoded(ds):
 
 # --- reading ---------------------------------------------------------------
 
-class _Open:
-    """One open shard: its handle, keys, and per-array layout (looked up once,
-    because h5py's group and attribute lookups cost more than reading a row)."""
+class _Layout:
+    """What a reader needs to find rows in one shard: its keys and, per array,
+    kind, offsets and attributes. Small (a few KiB per shard) and kept for many
+    more shards than are open, because reading it costs more than a row."""
 
-    def __init__(self, path):
-        import h5py
-        self.file = h5py.File(path, "r", locking=False)
-        self.keys = _decoded(self.file["keys"])
-        self.meta = self.file["meta"]
+    def __init__(self, f):
+        self.keys = _decoded(f["keys"])
         self.arrays = {}
+        for name, g in f["arrays"].items():
+            values = g["values"]
+            self.arrays[name] = {"kind": g.attrs["kind"], "strings": values.dtype.kind == "O",
+                                 "offsets": g["offsets"][()] if g.attrs["kind"] == "seq" else None,
+                                 "attrs": dict(g.attrs), "times": "times" in g}
 
     def array(self, name):
         if name not in self.arrays:
-            group = self.file["arrays"]
-            if name not in group:
-                raise KeyError(f"no array {name!r} (it has: {', '.join(group)})")
-            g = group[name]
-            values = g["values"]
-            offsets = g["offsets"][()] if g.attrs["kind"] == "seq" else None
-            self.arrays[name] = (g, values, offsets, values.dtype.kind == "O")
+            raise KeyError(f"no array {name!r} (it has: {', '.join(self.arrays)})")
         return self.arrays[name]
 
 
@@ -224,104 +222,132 @@ class ShardReader:
     """Reads item rows on demand, read-only and without HDF5 file locks.
 
     At most `max_open` shard files are open at once (least recently used
-    closed first), so memory does not grow with the corpus. Handles never
-    cross a fork or a pickle: a new process opens its own."""
+    closed first; each open file costs about 0.5 MiB), and the layouts of at
+    most `max_layouts` shards are kept, so memory does not grow with the
+    corpus. No chunk cache: rows are read in random order, a chunk is rarely
+    read twice. Handles never cross a fork or a pickle: a new process opens
+    its own."""
 
-    def __init__(self, cache_dir, max_open=MAX_OPEN):
+    def __init__(self, cache_dir, max_open=MAX_OPEN, max_layouts=MAX_LAYOUTS):
         self.cache_dir = Path(cache_dir)
         self.max_open = max_open
-        self._open = OrderedDict()
+        self.max_layouts = max_layouts
+        self._open = OrderedDict()          # rel -> (h5py.File, {array name: dataset})
+        self._layouts = OrderedDict()       # rel -> _Layout
         self._pid = os.getpid()
 
     def __getstate__(self):
-        return {"cache_dir": self.cache_dir, "max_open": self.max_open}
+        return {"cache_dir": self.cache_dir, "max_open": self.max_open, "max_layouts": self.max_layouts}
 
     def __setstate__(self, state):
-        self.__init__(state["cache_dir"], state["max_open"])
+        self.__init__(state["cache_dir"], state["max_open"], state["max_layouts"])
 
-    def _shard(self, rel) -> _Open:
+    def _file(self, rel):
         if os.getpid() != self._pid:        # forked: the parent's handles are not ours
-            self._open, self._pid = OrderedDict(), os.getpid()
-        shard = self._open.get(rel)
-        if shard is None:
-            shard = self._opened(rel)
-            self._open[rel] = shard
-            while len(self._open) > self.max_open:
-                self._open.popitem(last=False)[1].file.close()
-        else:
+            self._open, self._layouts, self._pid = OrderedDict(), OrderedDict(), os.getpid()
+        hit = self._open.get(rel)
+        if hit is not None:
             self._open.move_to_end(rel)
-        return shard
+            return hit
+        opened = (self._opened(rel), {})
+        self._open[rel] = opened
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)[1][0].close()
+        return opened
 
     def _opened(self, rel):
+        import h5py
         path = self.cache_dir / rel
         if not path.is_file():
             raise ShardError(f"shard {path} is missing; {repair_hint(self.cache_dir)}")
         try:
-            return _Open(path)
-        except (OSError, KeyError) as e:
+            return h5py.File(path, "r", locking=False, rdcc_nbytes=0)
+        except OSError as e:
             raise ShardError(f"shard {path} cannot be read ({e}); {repair_hint(self.cache_dir)}") from None
 
+    def layout(self, rel) -> _Layout:
+        hit = self._layouts.get(rel)
+        if hit is None or os.getpid() != self._pid:
+            try:
+                hit = _Layout(self._file(rel)[0])
+            except (OSError, KeyError) as e:
+                raise ShardError(f"shard {self.cache_dir / rel} cannot be read ({e}); "
+                                 f"{repair_hint(self.cache_dir)}") from None
+            self._layouts[rel] = hit
+            while len(self._layouts) > self.max_layouts:
+                self._layouts.popitem(last=False)
+        else:
+            self._layouts.move_to_end(rel)
+        return hit
+
+    def _dataset(self, rel, name, part="values"):
+        f, datasets = self._file(rel)
+        if (name, part) not in datasets:
+            datasets[(name, part)] = f["arrays"][name][part]
+        return datasets[(name, part)]
+
     def _checked(self, rel, row, key, what):
-        """Run `what(shard)`, after checking the row holds `key`; damage becomes a ShardError."""
-        shard = self._shard(rel)
-        if key is not None and (row >= len(shard.keys) or shard.keys[row] != key):
+        """Run `what(layout)` after checking the row holds `key`; damage becomes a ShardError."""
+        layout = self.layout(rel)
+        if key is not None and (row >= len(layout.keys) or layout.keys[row] != key):
             raise ShardError(f"shard {self.cache_dir / rel} row {row} does not hold key {key} "
                              f"(the index is out of step with the shards); "
                              f"run `pipeline verify --rebuild-index --cache {self.cache_dir}`")
         try:
-            return what(shard)
+            return what(layout)
         except OSError as e:
-            item = shard.file["items"][row] if row < len(shard.keys) else "?"
+            item = self._file(rel)[0]["items"][row] if row < len(layout.keys) else "?"
             item = item.decode() if isinstance(item, bytes) else item
             raise ShardError(f"shard {self.cache_dir / rel}, item {item}: {e}; "
                              f"{repair_hint(self.cache_dir)}") from None
 
+    def _row(self, rel, layout, name, row, cap=None):
+        a = layout.array(name)
+        values = self._dataset(rel, name)
+        offsets = a["offsets"]
+        if offsets is None:
+            v = values[row]
+        else:
+            start, end = offsets[row], offsets[row + 1]
+            v = values[start:end if cap is None else min(end, start + cap)]
+        if a["strings"]:
+            import numpy as np
+            v = np.array([s.decode() if isinstance(s, bytes) else s for s in np.atleast_1d(v)], dtype=str)
+        return v
+
     def array(self, rel, row, name, key=None, cap=None):
         """One array of one item (a sequence cut to its first `cap` steps)."""
-        return self._checked(rel, row, key, lambda s: _row_of(s.array(name), row, cap))
+        return self._checked(rel, row, key, lambda lay: self._row(rel, lay, name, row, cap))
 
     def row(self, rel, row, key=None) -> tuple:
         """(arrays dict, meta dict) of one item."""
-        def read(s):
-            arrays = {name: _row_of(s.array(name), row) for name in s.file["arrays"]}
-            meta = s.meta[row]
+        def read(lay):
+            arrays = {name: self._row(rel, lay, name, row) for name in lay.arrays}
+            meta = self._file(rel)[0]["meta"][row]
             return arrays, json.loads(meta.decode() if isinstance(meta, bytes) else meta)
         return self._checked(rel, row, key, read)
 
     def times(self, rel, row, name, key=None):
         """Seconds of each step of a sequence array for one item."""
-        def read(s):
+        def read(lay):
             import numpy as np
-            g, _values, offsets, _ = s.array(name)
-            a, b = offsets[row], offsets[row + 1]
-            if "times" in g:
-                return g["times"][a:b]
-            return float(g.attrs["offsets_s"][row]) + np.arange(b - a) / float(g.attrs["rate"])
+            a = lay.array(name)
+            start, end = a["offsets"][row], a["offsets"][row + 1]
+            if a["times"]:
+                return self._dataset(rel, name, "times")[start:end]
+            return float(a["attrs"]["offsets_s"][row]) + np.arange(end - start) / float(a["attrs"]["rate"])
         return self._checked(rel, row, key, read)
 
     def dims(self, rel, name) -> tuple:
         """Trailing shape of an array (e.g. (240,) for fbank with deltas)."""
-        return tuple(int(x) for x in self._shard(rel).array(name)[0].attrs["dims"])
+        return tuple(int(x) for x in self.layout(rel).array(name)["attrs"]["dims"])
 
     def attrs(self, rel) -> dict:
-        f = self._shard(rel).file
+        f = self._file(rel)[0]
         return {"stage_attrs": json.loads(f.attrs["stage_attrs"]), "config": json.loads(f.attrs["config"]),
-                "arrays": {n: dict(g.attrs) for n, g in f["arrays"].items()}}
+                "arrays": {n: a["attrs"] for n, a in self.layout(rel).arrays.items()}}
 
     def close(self):
-        for shard in self._open.values():
-            shard.file.close()
+        for f, _ in self._open.values():
+            f.close()
         self._open = OrderedDict()
-
-
-def _row_of(parts, row, cap=None):
-    g, values, offsets, strings = parts
-    if offsets is None:
-        v = values[row]
-    else:
-        a, b = offsets[row], offsets[row + 1]
-        v = values[a:b if cap is None else min(b, a + cap)]
-    if strings:
-        import numpy as np
-        v = np.array([s.decode() if isinstance(s, bytes) else s for s in np.atleast_1d(v)], dtype=str)
-    return v
