@@ -148,6 +148,12 @@ def check_cache(cache, dataset, cls, config):
                         f"run:\n  {command}")
 
 
+def _notice_unmounted(cache, dataset):
+    from pipeline.cli import unmounted_notice
+    if not cache.corpus_present(dataset):
+        unmounted_notice("heads", cache.datasets()[dataset]["root"])
+
+
 def _ratios(text):
     try:
         parts = tuple(int(x) for x in text.split(":"))
@@ -174,6 +180,7 @@ def cmd_train(args):
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)
+    _notice_unmounted(cache, dataset)
     check_cache(cache, dataset, cls, config)
 
     data = cls.open_data(cache, dataset, config)
@@ -234,6 +241,7 @@ def cmd_evaluate(args):
     part = args.part or ("test" if dataset == record["dataset"] else "all")
     if part == "test" and dataset != record["dataset"]:
         raise UsageError(f"--part test needs the run's own dataset ({record['dataset']}); use --part all")
+    _notice_unmounted(cache, dataset)
     check_cache(cache, dataset, cls, config)
     data = cls.open_data(cache, dataset, config)
     per_speaker = cls.speaker_normalised(config)

@@ -14,7 +14,8 @@ opens the index read-only and writes nothing under the cache folder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .digests import FileDigests
@@ -44,6 +45,7 @@ class Cache:
         self.index = Index(self.dir, readonly=True)
         self.reader = ShardReader(self.dir)
         self._items = {}
+        self._inputs = {}       # dataset -> the InputDigests of the last keys computed
 
     def datasets(self) -> dict:
         return self.index.datasets()
@@ -75,13 +77,21 @@ class Cache:
         """The StageSpec of a label ("fbank@tsin"); a StageSpec passes through."""
         return label if hasattr(label, "config_id") else resolve([label], overrides)[-1]
 
+    def corpus_present(self, dataset=None) -> bool:
+        """Whether the dataset's recorded corpus root is there. When it is not,
+        outputs are judged by the media digests recorded at extraction
+        (`unverified`), so a cache works where its corpus is not mounted."""
+        return os.path.exists(self.datasets()[self.dataset(dataset)]["root"])
+
     def keys_of(self, specs, dataset=None) -> dict:
         """{label: keys aligned with items} for `specs` and what they consume."""
         name = self.dataset(dataset)
         specs = [c for s in specs for c in closure(s)]
-        files = FileDigests(self.index)
-        keys = item_keys(specs, self.items(name), InputDigests(files), name)
+        files = FileDigests(self.index, trust_recorded=not self.corpus_present(name))
+        digests = InputDigests(files)
+        keys = item_keys(specs, self.items(name), digests, name)
         files.save()
+        self._inputs[name] = digests
         return keys
 
     def locate(self, label, dataset=None, items=None, overrides=None) -> dict:
@@ -94,15 +104,18 @@ class Cache:
         unknown = [i for i in wanted if i not in keys]
         if unknown:
             raise NotInCache(f"items not in dataset {name}: {', '.join(unknown[:5])}")
-        found = self.index.lookup(spec.config_id, [keys[i] for i in wanted], wanted)
-        return {loc.item_id: loc for loc in found}
+        inputs = self._inputs[name]
+        return {loc.item_id: _judged(loc, inputs)
+                for loc in self.index.lookup(spec.config_id, [keys[i] for i in wanted], wanted)}
 
     def status(self, label, dataset=None, overrides=None) -> dict:
         """Item ids per state (current / stale / missing / failed), the failed
         items' messages, and the spec, for one stage spec."""
         found = self.locate(label, dataset, overrides=overrides)
         out = {state: [i for i, loc in found.items() if loc.state == state] for state in STATES}
+        out["unverified"] = [i for i, loc in found.items() if loc.unverified]
         out["errors"] = {i: loc.reason for i, loc in found.items() if loc.state == "failed"}
+        out["missing inputs"] = {i: loc.reason for i, loc in found.items() if loc.reason.startswith("input file")}
         out["spec"] = self.spec(label, overrides)
         return out
 
@@ -140,6 +153,18 @@ class Cache:
             if config_id == spec.config_id and n:
                 return self.reader.attrs(shard)["stage_attrs"]
         return {}
+
+
+def _judged(loc, inputs):
+    """A location seen in the light of the item's input files: a missing file
+    makes it missing (its output is not trusted blindly); a recorded digest
+    stands in for an unmounted corpus (unverified)."""
+    if loc.item_id in inputs.missing and loc.state in ("current", "stale"):
+        paths = ", ".join(inputs.missing[loc.item_id])
+        return replace(loc, state="missing", reason=f"input file missing ({paths}); its stored output is not used")
+    if loc.item_id in inputs.unverified and loc.state == "current":
+        return replace(loc, unverified=True)
+    return loc
 
 
 def load(label, item_ids=None, cache_dir=None, **kw) -> dict:

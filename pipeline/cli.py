@@ -142,7 +142,7 @@ def head_labels(heads, preset=None) -> list:
     return out
 
 
-def _dataset_and_root(args, index):
+def _dataset_and_root(args, index, must_exist=True):
     known = index.datasets()
     dataset = args.dataset
     if dataset is None:
@@ -152,9 +152,14 @@ def _dataset_and_root(args, index):
     root = args.root or known.get(dataset, {}).get("root")
     if root is None:
         raise UsageError(f"--root is required: the cache has no recorded root for {dataset}")
-    if not os.path.exists(root):
+    if not os.path.exists(root) and (must_exist or args.root):
         raise UsageError(f"corpus root {root} does not exist")
     return dataset, os.path.abspath(root)
+
+
+def unmounted_notice(prog, root):
+    print(f"{prog}: the corpus root {root} is not there; outputs are judged by the digests recorded "
+          f"at extraction (unverified)", file=sys.stderr)
 
 
 def _read_items(dataset, root):
@@ -247,17 +252,22 @@ def cmd_status(args):
     from .api import Cache
     cache = Cache(args.cache)
     specs = _specs(args)
-    dataset, root = _dataset_and_root(args, cache.index)
-    items = _read_items(dataset, root)
-    cache.use_items(dataset, items)
+    dataset, root = _dataset_and_root(args, cache.index, must_exist=False)
+    if os.path.exists(root):
+        cache.use_items(dataset, _read_items(dataset, root))
+    else:
+        unmounted_notice("pipeline", root)
+    items = cache.items(dataset)
     print(f"{dataset} at {root}: {len(items)} items")
     print(f"{'stage':<22}{'state':<12}{'current':>9}{'stale':>9}{'missing':>9}{'failed':>9}")
     for spec in specs:
         st = cache.status(spec, dataset)
         n = {k: len(st[k]) for k in ("current", "stale", "missing", "failed")}
-        state = "up to date" if n["current"] + n["failed"] == len(items) else \
-            "stale" if n["stale"] else "missing"
+        state = ("unverified" if st["unverified"] else "up to date") if n["current"] + n["failed"] == len(items) \
+            else "stale" if n["stale"] else "missing"
         print(f"{spec.label:<22}{state:<12}{n['current']:>9}{n['stale']:>9}{n['missing']:>9}{n['failed']:>9}")
+        for item_id, why in list(st["missing inputs"].items())[:10]:
+            print(f"  {item_id}: {why}")
         if args.errors:
             for item_id, msg in st["errors"].items():
                 print(f"  {item_id}: {msg}")

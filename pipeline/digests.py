@@ -43,25 +43,38 @@ def file_digest(path, algorithm="xxh3_128") -> str:
 class FileDigests:
     """Content digests of media files, re-hashed only when (size, mtime, inode)
     change, remembered in the index's `files` table (written only by `save`,
-    which a read-only index skips)."""
+    which a read-only index skips).
 
-    def __init__(self, index):
+    `trust_recorded`: a file that cannot be found keeps the digest recorded
+    for its path (the corpus is not mounted: judge outputs by what was
+    extracted); otherwise it digests as missing, so nothing made from it is
+    taken as current."""
+
+    def __init__(self, index, trust_recorded=False):
         self.index = index
+        self.trust_recorded = trust_recorded
         self._rows = index.file_rows()
         self._dirty = []
 
     def digest(self, path) -> str:
+        return self.digest_and_state(path)[0]
+
+    def digest_and_state(self, path) -> tuple:
+        """(digest, "hashed" | "recorded" | "missing")."""
         try:
             st = os.stat(path)
         except OSError:
-            return f"missing:{path}"
+            row = self._rows.get(path)
+            if self.trust_recorded and row:
+                return row[3], "recorded"
+            return f"missing:{path}", "missing"
         row = self._rows.get(path)
         if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return row[3]
+            return row[3], "hashed"
         d = file_digest(path)
         self._rows[path] = (st.st_size, st.st_mtime_ns, st.st_ino, d)
         self._dirty.append((path, st.st_size, st.st_mtime_ns, st.st_ino, d))
-        return d
+        return d, "hashed"
 
     def save(self):
         if self._dirty and not self.index.readonly:

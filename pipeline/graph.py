@@ -111,11 +111,16 @@ def default_labels():
 
 
 class InputDigests:
-    """Digests of the Item fields stages read, memoised per run."""
+    """Digests of the Item fields stages read, memoised per run. Notes which
+    items had a media file missing (`missing`: item id -> paths) and which
+    were judged by a recorded digest because the corpus is not mounted
+    (`unverified`: item ids)."""
 
     def __init__(self, files):
         self.files = files      # digests.FileDigests
         self._memo = {}
+        self.missing = {}
+        self.unverified = set()
 
     def field(self, item, name) -> str:
         key = (item.id, name)
@@ -123,15 +128,20 @@ class InputDigests:
             self._memo[key] = _FIELD_DIGESTS[name](self, item)
         return self._memo[key]
 
-    def media(self, media) -> str:
+    def media(self, item, media) -> str:
         if media is None:
             return "none"
-        return f"{self.files.digest(media.path)}|{media.start}|{media.end}|{media.region}"
+        digest, state = self.files.digest_and_state(media.path)
+        if state == "missing":
+            self.missing.setdefault(item.id, []).append(media.path)
+        elif state == "recorded":
+            self.unverified.add(item.id)
+        return f"{digest}|{media.start}|{media.end}|{media.region}"
 
 
 _FIELD_DIGESTS = {
-    "audio": lambda d, item: d.media(item.audio),
-    "video": lambda d, item: d.media(item.video),
+    "audio": lambda d, item: d.media(item, item.audio),
+    "video": lambda d, item: d.media(item, item.video),
     "text": lambda d, item: digest_text(canonical([item.text, item.text_clean])),
     "words": lambda d, item: digest_text(canonical([[w.word, w.start, w.end] for w in item.words or ()])),
     "labels": lambda d, item: digest_text(canonical(item.labels)),

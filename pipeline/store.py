@@ -57,14 +57,16 @@ class Location:
     """Where one item's output of one stage configuration is, and whether it is current.
 
     state: "current" (an output made from the item's present inputs), "stale"
-    (only an output from other inputs), "missing", or "failed" (the stage
-    recorded this input as bad); `reason` says why when it is not current."""
+    (only an output from other inputs), "missing" (never extracted, its shard
+    is gone, or an input file is missing), or "failed" (the stage recorded this
+    input as bad); `reason` says why when it is not current."""
     item_id: str
     key: str
     state: str
     shard: str | None = None
     row: int | None = None
     reason: str = ""
+    unverified: bool = False    # current by the digests recorded at extraction (corpus not mounted)
 
 
 class Index:
