@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.options import add_manifests_option
 from pipeline.registry import UnknownName
 from pipeline.stage import ConfigError
 
@@ -32,9 +33,11 @@ def main(argv=None):
     from pipeline.api import NotInCache
     from pipeline.shard import ShardError
     from pipeline.store import IndexDamaged
+    from pipeline.presets import use_manifest_dirs
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        use_manifest_dirs(args.manifests)
         return args.func(args) or 0
     except StagesMissing as e:
         print(f"heads: {e}", file=sys.stderr)
@@ -90,6 +93,7 @@ def _parser():
     r = sub.add_parser("report", help="table of runs side by side, with the papers' numbers")
     r.add_argument("runs", nargs="+")
     r.set_defaults(func=cmd_report)
+    add_manifests_option(sub)
     return p
 
 

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from .options import add_manifests_option
 from .registry import UnknownName
 from .stage import ConfigError
 from .store import default_cache_dir
@@ -19,8 +20,10 @@ def main(argv=None):
     from .api import NotInCache
     from .shard import ShardError
     from .store import IndexDamaged
+    from .presets import use_manifest_dirs
     args = _parser().parse_args(argv)
     try:
+        use_manifest_dirs(args.manifests)
         return args.func(args) or 0
     except (UsageError, UnknownName, ConfigError, FileNotFoundError, NotInCache) as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
@@ -55,11 +58,12 @@ def _parser():
     ls = sub.add_parser("list", help="corpora, stages and named configurations")
     ls.set_defaults(func=cmd_list)
 
-    c = sub.add_parser("config", help="a stage's options and defaults, as TOML")
+    c = sub.add_parser("config", help="a stage's options and defaults, or a named configuration's, as TOML")
     c.add_argument("stage")
     c.set_defaults(func=cmd_config)
 
     _maintenance_commands(sub)
+    add_manifests_option(sub)
 
     i = sub.add_parser("inspect", help="print (and plot) one item's stage output")
     i.add_argument("item")
@@ -292,15 +296,29 @@ def cmd_list(args):
 
 
 def cmd_config(args):
+    """`fbank`: the defaults; `fbank@tsin`: the named configuration, resolved
+    (printed as a table `--config` accepts)."""
     import dataclasses
     import tomli_w
+    from .presets import named_configs
+    from .stage import make_config
     from .stages import load_all
-    cls = load_all().get_or_fail(args.stage)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
-    unset = [k for k, v in defaults.items() if v is None]
-    print(f"# {cls.name} v{cls.version}; options left out are None by default: {', '.join(unset) or 'none'}")
-    print(tomli_w.dumps({cls.name: {k: (list(v) if isinstance(v, tuple) else v)
-                                    for k, v in defaults.items() if v is not None}}), end="")
+    stage_name, _, name = args.stage.partition("@")
+    cls = load_all().get_or_fail(stage_name)
+    values = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+    header = f"# {cls.name} v{cls.version}"
+    if name:
+        known = named_configs()
+        if args.stage not in known:
+            raise UnknownName(f"unknown named configuration {args.stage!r} (known: "
+                              f"{', '.join(sorted(k for k in known if k.startswith(stage_name + '@'))) or 'none'})")
+        _stage, overrides, where = known[args.stage]
+        values = dataclasses.asdict(make_config(cls, {**values, **overrides}))
+        header += f"; named configuration from {where}, setting {', '.join(sorted(overrides)) or 'nothing'}"
+    unset = [k for k, v in values.items() if v is None]
+    print(f"{header}; options left out are None: {', '.join(unset) or 'none'}")
+    print(tomli_w.dumps({args.stage: {k: (list(v) if isinstance(v, tuple) else v)
+                                      for k, v in values.items() if v is not None}}), end="")
 
 
 def cmd_verify(args):

@@ -73,3 +73,11 @@ def head_options(config_file=None, pairs=()) -> dict:
     overrides = read_config_file(config_file) if config_file else {}
     overrides.update(parse_pairs(pairs))
     return overrides
+
+
+def add_manifests_option(subparsers):
+    """`--manifests DIR` (repeatable) on every subcommand of a CLI."""
+    for parser in subparsers.choices.values():
+        parser.add_argument("--manifests", action="append", default=[], metavar="DIR",
+                            help="a folder of your own manifests (named configurations, stage lists, "
+                                 "label sets), read after the packaged ones and $EMOCACHE_MANIFESTS")

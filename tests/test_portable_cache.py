@@ -81,3 +81,56 @@ def test_a_missing_file_under_a_present_root_is_a_missing_input(extracted, tmp_p
     assert f"{wav.stem}: input file missing" in out and "not used" in out
     found = Cache(c).locate("mfcc", items=[wav.stem])[wav.stem]
     assert found.state == "missing" and not found.unverified
+
+
+# --- configurations outside the repo ----------------------------------------------
+
+def user_manifests(folder, text, name="mine.toml"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+    return folder
+
+
+def test_user_named_configuration_extracts_and_trains(extracted, tmp_path, capsys, monkeypatch):
+    from pipeline.presets import use_manifest_dirs
+    root, cache = extracted
+    c = tmp_path / "cache"
+    shutil.copytree(cache, c)
+    mine = user_manifests(tmp_path / "mine", 'extract = ["fbank@mine"]\n\n[stage.fbank.mine]\nn_mels = 24\n')
+    try:
+        capsys.readouterr()
+        assert run_cli("config", "fbank@mine", "--manifests", mine) == 0
+        assert "n_mels = 24" in capsys.readouterr().out
+        assert run_cli("extract", "--cache", c, "--for", "mine", "--manifests", mine, "--scheduler", "sync",
+                       "--quiet") == 0
+        assert summary(capsys.readouterr().out)["fbank@mine"]["computed"] == 40
+        rc = heads_main(["train", "--model", "fbank_bilstm", "--cache", str(c), "--manifests", str(mine),
+                         "--preset", "demo", "--set", "stage=fbank@mine", "--set", "epochs=1",
+                         "--out", str(tmp_path / "run"), "--quiet"])
+        assert rc == 0
+        monkeypatch.setenv("EMOCACHE_MANIFESTS", str(mine))        # the same folder through the environment
+        use_manifest_dirs([])
+        assert run_cli("status", "--cache", c, "--stages", "fbank@mine") == 0
+        assert "up to date" in capsys.readouterr().out
+    finally:
+        monkeypatch.delenv("EMOCACHE_MANIFESTS", raising=False)
+        use_manifest_dirs([])
+
+
+@pytest.mark.parametrize("name,text", [
+    ("tsin.toml", 'extract = ["fbank"]\n'),                       # a packaged file's name
+    ("other.toml", '[stage.fbank.tsin]\nn_mels = 24\n'),           # a packaged configuration's name
+])
+def test_a_clashing_user_manifest_exits_2(extracted, tmp_path, capsys, name, text):
+    from pipeline.presets import use_manifest_dirs
+    root, cache = extracted
+    mine = user_manifests(tmp_path / "mine", text, name)
+    try:
+        capsys.readouterr()
+        assert run_cli("extract", "--cache", tmp_path / "c", "--root", root, "--dataset", "iemocap",
+                       "--stages", "fbank@tsin", "--manifests", mine, "--scheduler", "sync") == 2
+        err = capsys.readouterr().err
+        assert str(mine) in err and ("has the name of a packaged" in err or "declared twice" in err)
+        assert not (tmp_path / "c" / "shards").exists()
+    finally:
+        use_manifest_dirs([])
