@@ -207,6 +207,15 @@ def without_items(cache, left_out):
     return Without()
 
 
+def _without_missing(cache, dataset, cls, config, allow_missing) -> tuple:
+    """(the cache to train from, {item id: why} of the items left out):
+    refuses lacking features unless allow_missing, which names each item."""
+    left_out = check_cache(cache, dataset, cls, config, allow_missing)
+    for item_id, why in sorted(left_out.items()):
+        print(f"heads: training without {item_id}: {why} (--allow-missing)", file=sys.stderr)
+    return (without_items(cache, set(left_out)) if left_out else cache), left_out
+
+
 def _ratios(text):
     try:
         parts = tuple(int(x) for x in text.split(":"))
@@ -236,12 +245,7 @@ def cmd_train(args):
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)
-    left_out = check_cache(cache, dataset, cls, config, args.allow_missing)
-    for item_id, why in sorted(left_out.items()):
-        print(f"heads: training without {item_id}: {why} (--allow-missing)", file=sys.stderr)
-    if left_out:
-        cache = without_items(cache, set(left_out))
-
+    cache, left_out = _without_missing(cache, dataset, cls, config, args.allow_missing)
     data = cls.open_data(cache, dataset, config)
     check_options(data.task, config, cls.name)      # the label set decides the task
     cls.check_dims(config, data.dims())

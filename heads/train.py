@@ -6,6 +6,11 @@ clipping). With a dev part the model of the best dev epoch (config
 `select_metric`) is kept and `patience` may stop early; without one the last
 epoch's model is kept — the test part is never used to choose anything. The
 kept model is written as a checkpoint and then scored on the test part.
+
+Each epoch appends a row to the fold's metrics.csv and leaves the state the
+next epoch starts from, so a killed run continues where it stopped
+(heads/resume.py); checkpoints are tensors and plain data (heads/checkpoint.py).
+`--precision bf16|fp16` runs forward and loss under autocast.
 """
 from __future__ import annotations
 
@@ -177,6 +182,7 @@ def _fit(model, train_batches, dev_batches, config, task, device, checkpoint, de
         t0 = time.perf_counter()
         train = _train_epoch(model, train_batches, loop, config, task, device, precision,
                              f"{desc} epoch {epoch}/{config.epochs}", progress)
+        data_seconds = train.pop("data_seconds")
         row = {"epoch": epoch, "lr": loop.opt.param_groups[0]["lr"], **train}
         if dev_batches is not None:
             dev = score(predict(model, dev_batches, device), task)
@@ -191,8 +197,9 @@ def _fit(model, train_batches, dev_batches, config, task, device, checkpoint, de
         else:
             st["waited"] += 1
             st["stopped"] = bool(config.patience and st["waited"] >= config.patience)
-        row["seconds"] = round(time.perf_counter() - t0, 3)
         st["history"].append(row)
+        # Timings go to metrics.csv only: the history stays the same for the same seed.
+        st["timings"].append({"seconds": round(time.perf_counter() - t0, 3), "data_seconds": data_seconds})
         st["epoch"] = epoch
         _save_epoch(log, st, model, loop, train_batches)
     history = st["history"]
@@ -211,7 +218,9 @@ def _train_epoch(model, batches, loop, config, task, device, precision, desc, pr
     model.train()
     total, metric_sum, loss_sum = 0, 0.0, 0.0
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch")
+    waited, t = 0.0, time.perf_counter()
     for batch in bar:
+        waited += time.perf_counter() - t       # time the loop waited for this batch
         batch = to_device(batch, device)
         with autocast(device, precision):
             logits = model(batch)
@@ -228,12 +237,15 @@ def _train_epoch(model, batches, loop, config, task, device, precision, desc, pr
         loss_sum += loss.item() * n
         metric_sum += task.batch_sum(logits.detach().float(), batch["label"])
         bar.set_postfix(loss=f"{loss_sum / total:.3f}")
-    return {"train_loss": loss_sum / total, f"train_{task.train_metric}": metric_sum / total}
+        t = time.perf_counter()
+    return {"train_loss": loss_sum / total, f"train_{task.train_metric}": metric_sum / total,
+            "data_seconds": round(waited, 3)}
 
 
 def _resume(log, model, loop, batches, device) -> dict:
     """Where the fit starts: epoch 0, or the state `log` kept after its last finished epoch."""
-    fresh = {"epoch": 0, "history": [], "best": None, "best_epoch": 0, "waited": 0, "stopped": False}
+    fresh = {"epoch": 0, "history": [], "timings": [], "best": None, "best_epoch": 0, "waited": 0,
+             "stopped": False}
     if log is None:
         return fresh
     if not log.state.exists():
@@ -242,8 +254,9 @@ def _resume(log, model, loop, batches, device) -> dict:
     ckpt = checkpoint.load(log.state, device)
     loop.restore(model, batches, ckpt)
     checkpoint.set_rng_states(ckpt)
-    log.start(ckpt["progress"]["history"])
-    return ckpt["progress"]
+    st = ckpt["progress"]
+    log.start([{**row, **t} for row, t in zip(st["history"], st["timings"])])
+    return st
 
 
 def _save_epoch(log, st, model, loop, batches):
@@ -251,7 +264,7 @@ def _save_epoch(log, st, model, loop, batches):
     (a kill between the two runs the epoch again and rewrites the row)."""
     if log is None:
         return
-    log.add_row(st["history"][-1])
+    log.add_row({**st["history"][-1], **st["timings"][-1]})
     rng_tensors, rng_meta = checkpoint.rng_states()
     checkpoint.save(log.state, {**loop.tensors(model, batches), **rng_tensors}, {"progress": st, **rng_meta})
 

@@ -159,7 +159,8 @@ def _read_items(dataset, root):
 def cmd_extract(args):
     from .corpora import load_all
     from .plan import extract, record_dataset
-    from .runner import gpu_placement, make_executor
+    from .placement import gpu_placement
+    from .runner import make_executor
     from .store import Index
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
@@ -205,7 +206,7 @@ def _gpu_devices(n, scheduler):
         return []
     if n is None:
         return None
-    from .runner import gpu_placement
+    from .placement import gpu_placement
     if not gpu_placement(1):
         raise UsageError(f"--gpu-workers {n}: torch sees no CUDA device on this machine "
                          "(leave it out, or give 0, to run every stage on the CPU workers)")

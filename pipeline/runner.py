@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from .faults import OOM, InfraFault, fault_kind, free_device_memory
+from .placement import local_cluster
 from .stage import ItemError
 
 RETRIES = 2            # tries of a task after an infrastructure fault, before the run stops
@@ -258,8 +259,8 @@ class DaskExecutor:
             self.client = Client(scheduler, timeout="30s")
         else:
             n = workers or os.cpu_count() or 1
-            self.cluster = _local_cluster(max(1, n - len(gpu_devices)) if gpu_devices else n, gpu_devices,
-                                          logging.ERROR)
+            self.cluster = local_cluster(max(1, n - len(gpu_devices)) if gpu_devices else n, gpu_devices,
+                                         logging.ERROR)
             self.client = Client(self.cluster)
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         self.workers = max(1, len(info))
@@ -318,36 +319,6 @@ def make_executor(workers=None, scheduler=None, shared_paths=(), gpu_devices=())
     if scheduler == "sync":
         return SyncExecutor()
     return DaskExecutor(workers, scheduler, shared_paths, gpu_devices or ())
-
-
-def gpu_placement(n=None) -> list:
-    """CUDA_VISIBLE_DEVICES entries for `n` GPU workers (default: one per
-    device torch sees), round robin over the devices; [] without CUDA."""
-    import torch
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not count:
-        return []
-    # Entries of the parent's own CUDA_VISIBLE_DEVICES keep naming the same physical devices.
-    parent = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    names = parent[:count] if len(parent) >= count else [str(i) for i in range(count)]
-    return [names[i % count] for i in range(count if n is None else n)]
-
-
-def _local_cluster(n_cpu, gpu_devices, log_level):
-    """Worker processes with one thread each: `n_cpu` that declare CPU (or
-    nothing, without GPU workers) and see no GPU, one per GPU device entry."""
-    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
-    if not gpu_devices:
-        return LocalCluster(n_workers=n_cpu, threads_per_worker=1, processes=True,
-                            dashboard_address=None, silence_logs=log_level)
-
-    def worker(resources, device):
-        return {"cls": Nanny, "options": {"nthreads": 1, "resources": resources, "silence_logs": log_level,
-                                          "env": {"CUDA_VISIBLE_DEVICES": device}}}
-    spec = {f"gpu-{i}": worker({"GPU": 1}, d) for i, d in enumerate(gpu_devices)}
-    spec.update({f"cpu-{i}": worker({"CPU": 1}, "") for i in range(n_cpu)})
-    return SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
-                       silence_logs=log_level)
 
 
 def _path_report(paths) -> list:

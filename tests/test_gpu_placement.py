@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import runner
+from pipeline import placement
 from tests.helpers import index_rows, make_table_corpus, run_cli
 
 NEURAL = ("deepspectrum.weights=random", "deepspectrum.seed=0", "deepspectrum.arch=resnet18",
@@ -18,7 +18,7 @@ NEURAL = ("deepspectrum.weights=random", "deepspectrum.seed=0", "deepspectrum.ar
 def test_neural_stages_run_on_the_gpu_worker_only(tmp_path, monkeypatch, capsys):
     corpus = make_table_corpus(tmp_path / "tbl", n=6)
     # One "GPU" worker whose CUDA_VISIBLE_DEVICES is empty: placement without a device.
-    monkeypatch.setattr(runner, "gpu_placement", lambda n=None: [""] * (1 if n is None else n))
+    monkeypatch.setattr(placement, "gpu_placement", lambda n=None: [""] * (1 if n is None else n))
     sets = [a for s in NEURAL for a in ("--set", s)]
     rc = run_cli("extract", "--dataset", "table", "--root", corpus, "--cache", tmp_path / "cache", "--quiet",
                  "--stages", "fbank,mfcc,deepspectrum", *sets, "--batch", "2", "--workers", "2", "--gpu-workers", "1")
@@ -48,7 +48,7 @@ def test_default_is_one_gpu_worker_per_visible_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert runner.gpu_placement() == ["3", "5"]
-    assert runner.gpu_placement(3) == ["3", "5", "3"]
+    assert placement.gpu_placement() == ["3", "5"]
+    assert placement.gpu_placement(3) == ["3", "5", "3"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert runner.gpu_placement() == []
+    assert placement.gpu_placement() == []
