@@ -17,6 +17,8 @@ OOM, INFRA = "out of memory", "infrastructure"
 # Messages of the RuntimeErrors CUDA libraries raise (torch wraps them all in RuntimeError).
 _DEVICE_ERRORS = ("CUDA error", "CUDA driver", "cuDNN error", "CUDNN_STATUS_", "CUBLAS_STATUS_",
                   "NCCL error", "cudaErrorLaunchFailure", "device-side assert")
+# What distributed raises for a task whose worker died (after its own retries) or went away.
+_LOST_WORKER = {"KilledWorker", "CommClosedError", "StreamClosedError", "FutureCancelledError"}
 # No space, no quota, read-only file system, I/O error: the disk's problem, not the input's.
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
@@ -29,7 +31,7 @@ def fault_kind(error, cache_dir=None):
     """OOM, INFRA, or None when `error` may well be the item's own problem."""
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return OOM
-    if isinstance(error, InfraFault):
+    if isinstance(error, InfraFault) or type(error).__name__ in _LOST_WORKER:
         return INFRA
     text = str(error)
     if isinstance(error, RuntimeError) and "out of memory" in text.lower():

@@ -75,7 +75,7 @@ def execute_task(payload) -> list:
             if kind is None:
                 raise           # not an item's problem either: the driver stops the run with it
             if attempt == RETRIES:
-                raise InfraFault(f"{type(e).__name__}: {e} (tried {RETRIES + 1} times)") from None
+                raise InfraFault(f"{_described(e)} (tried {RETRIES + 1} times)") from None
             free_device_memory()
             time.sleep(RETRY_PAUSE_S * 2 ** attempt)
 
@@ -138,9 +138,12 @@ def _load_model(spec):
         _stage_for(spec).resources
     except Exception as e:
         _STAGE_CACHE.clear()        # the next try loads the models afresh
-        kind = fault_kind(e)
-        raise InfraFault(f"stage {spec['stage']}: {kind or 'its model failed to load'}: "
-                         f"{type(e).__name__}: {e}") from None
+        what = "out of memory loading its model" if fault_kind(e) == OOM else "its model failed to load"
+        raise InfraFault(f"stage {spec['stage']}: {what}: {_described(e)}") from None
+
+
+def _described(e) -> str:
+    return str(e) if isinstance(e, InfraFault) else f"{type(e).__name__}: {e}"
 
 
 def _batched(spec, ctxs, cache_dir) -> list:
@@ -347,7 +350,7 @@ def run(index, levels, tallies, executor, progress=True) -> dict:
             for payload, receipts, error in executor.map_unordered(
                     itertools.takewhile(lambda _p: not faults, payloads)):
                 if error is not None:
-                    faults.append(_task_failed(payload, error, tallies, bars))
+                    faults.append((fault_kind(error) is not None, _task_failed(payload, error, tallies, bars)))
                     continue
                 for r in receipts:
                     index.commit_receipt(r)
@@ -384,14 +387,15 @@ def _task_failed(payload, error, tallies, bars) -> str:
         t.not_done += n
         bars[spec["label"]].update(n)
         labels.append(spec["label"])
-    what = str(error) if isinstance(error, InfraFault) else f"{type(error).__name__}: {error}"
-    return f"{what}, in a task of {', '.join(labels)}"
+    return f"{_described(error)}, in a task of {', '.join(labels)}"
 
 
 def _stopped(faults, tallies) -> InfraFault:
     not_done = {label: t.not_done for label, t in tallies.items() if t.not_done}
+    infra, first = faults[0]
+    cause = "infrastructure fault" if infra else "a task failed (a stage or runner bug)"
     fault = InfraFault(
-        f"infrastructure fault, not an input problem: {faults[0]}"
+        f"{cause}, not an input problem: {first}"
         + (f" (and {len(faults) - 1} more failed task(s))" if len(faults) > 1 else "")
         + "; the run stopped. Nothing was recorded against the items; "
         + ", ".join(f"{label}: {n} item(s)" for label, n in not_done.items())
