@@ -47,9 +47,11 @@ def _in_cache(error, text, cache_dir):
     """An OSError on a file of the cache folder (an upstream shard, a shard being written)."""
     if not cache_dir:
         return False
-    cache_dir = os.path.abspath(cache_dir)
+    given, absolute = os.fspath(cache_dir), os.path.abspath(cache_dir)
     names = [n for n in (error.filename, getattr(error, "filename2", None)) if n]
-    return any(os.path.abspath(os.fspath(n)).startswith(cache_dir + os.sep) for n in names) or cache_dir in text
+    if any(os.path.abspath(os.fspath(n)).startswith(absolute + os.sep) for n in names):
+        return True
+    return absolute in text or os.path.join(given, "shards") in text   # h5py names the file in its message only
 
 
 def free_device_memory():
