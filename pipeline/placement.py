@@ -41,5 +41,6 @@ def local_cluster(n_cpu, gpu_devices, log_level):
                                           "env": env}}
     spec = {f"gpu-{i}": worker({"GPU": 1}, {"CUDA_VISIBLE_DEVICES": d}) for i, d in enumerate(gpu_devices)}
     spec.update({f"cpu-{i}": worker({"CPU": 1}, hidden) for i in range(n_cpu)})
-    return SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
-                       silence_logs=log_level)
+    # No dashboard; its HTTP server still listens, on a free port rather than 8787.
+    scheduler = {"cls": Scheduler, "options": {"dashboard": False, "dashboard_address": ":0"}}
+    return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=log_level)

@@ -52,3 +52,19 @@ def test_default_is_one_gpu_worker_per_visible_device(monkeypatch):
     assert placement.gpu_placement(3) == ["3", "5", "3"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert placement.gpu_placement() == []
+
+
+def test_each_gpu_worker_sees_its_device_only():
+    import logging
+    import os
+
+    from distributed import Client
+    cluster = placement.local_cluster(1, ["7", "3"], logging.ERROR)
+    try:
+        with Client(cluster) as client:
+            seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+            info = client.scheduler_info(n_workers=-1)["workers"]
+            by_name = {w["name"]: (seen[addr], w["resources"]) for addr, w in info.items()}
+    finally:
+        cluster.close()
+    assert by_name == {"gpu-0": ("7", {"GPU": 1}), "gpu-1": ("3", {"GPU": 1}), "cpu-0": ("", {"CPU": 1})}
