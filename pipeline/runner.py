@@ -32,7 +32,8 @@ class StageTally:
     skipped: int = 0
     seconds: float = 0.0
     messages: list = field(default_factory=list)
-    not_done: int = 0          # items of tasks an infrastructure fault stopped (retried by the next run)
+    stored: int = 0            # items whose outputs this run committed
+    not_done: int = 0          # items a stopped run left (retried by the next run)
     places: set = field(default_factory=set)   # (worker, device) pairs the stage ran on
     meta_sums: dict = field(default_factory=dict)   # meta key -> [sum, count]
 
@@ -365,6 +366,7 @@ def run(index, levels, tallies, executor, progress=True) -> dict:
 
 
 def _count(t, r):
+    t.stored += len(r["keys"])
     t.seconds += r["seconds"]
     t.failed += len(r["errors"])
     t.computed -= len(r["errors"])
@@ -381,16 +383,14 @@ def _task_failed(payload, error, tallies, bars) -> str:
     is recorded against them, and the next run computes them."""
     labels = []
     for spec in payload["specs"]:
-        n = sum(1 for k in payload["keys"][spec["label"]] if k)
-        t = tallies[spec["label"]]
-        t.computed -= n
-        t.not_done += n
-        bars[spec["label"]].update(n)
+        bars[spec["label"]].update(sum(1 for k in payload["keys"][spec["label"]] if k))
         labels.append(spec["label"])
     return f"{_described(error)}, in a task of {', '.join(labels)}"
 
 
 def _stopped(faults, tallies) -> InfraFault:
+    for t in tallies.values():      # what is not stored now was never started or was lost with its task
+        t.not_done, t.computed = t.computed - t.stored, t.stored
     not_done = {label: t.not_done for label, t in tallies.items() if t.not_done}
     infra, first = faults[0]
     cause = "infrastructure fault" if infra else "a task failed (a stage or runner bug)"

@@ -104,6 +104,8 @@ def test_infrastructure_fault_stops_the_run_and_blames_no_item(corpus, tmp_path,
     assert "run the same command again to continue" in err
     assert _errors(cache) == []                         # nothing recorded against any item
     done = _computed(cache)
+    assert summary(out)["faulty"]["computed"] == len(done)
+    assert f"faulty: {N - len(done)} item(s) not computed" in err
     assert len(done) == (0 if mode == "load" else 4)    # the tasks before the fault (u0-u3) are kept
     calls = len(Faulty.batch_sizes)
     assert calls == (0 if mode == "load" else 2 + runner.RETRIES + 1)   # the faulty task was tried 3 times
@@ -139,11 +141,11 @@ def test_lost_worker_stops_the_run(tmp_path):
             for p in payloads:
                 yield p, None, KilledWorker("execute_task-abc", _Worker(), 3)
 
-    tallies = {"faulty": runner.StageTally(computed=2)}
-    with pytest.raises(InfraFault, match="KilledWorker.*faulty: 2 item") as caught:
+    tallies = {"faulty": runner.StageTally(computed=4)}
+    with pytest.raises(InfraFault, match="KilledWorker.*faulty: 4 item") as caught:
         runner.run(None, [[payload, dict(payload)]], tallies, LostExecutor(), progress=False)
     t = caught.value.tallies["faulty"]
-    assert (t.computed, t.failed, t.not_done, t.messages) == (0, 0, 2, [])   # the second task never started
+    assert (t.computed, t.failed, t.not_done, t.messages) == (0, 0, 4, [])   # the second task never started
 
 
 @pytest.mark.parametrize("error,kind", [
