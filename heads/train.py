@@ -180,9 +180,8 @@ def _fit(model, train_batches, dev_batches, config, task, device, checkpoint, de
         if st["stopped"]:
             break
         t0 = time.perf_counter()
-        train = _train_epoch(model, train_batches, loop, config, task, device, precision,
-                             f"{desc} epoch {epoch}/{config.epochs}", progress)
-        data_seconds = train.pop("data_seconds")
+        train, data_seconds = _train_epoch(model, train_batches, loop, config, task, device, precision,
+                                           f"{desc} epoch {epoch}/{config.epochs}", progress)
         row = {"epoch": epoch, "lr": loop.opt.param_groups[0]["lr"], **train}
         if dev_batches is not None:
             dev = score(predict(model, dev_batches, device), task)
@@ -213,7 +212,8 @@ def _fit(model, train_batches, dev_batches, config, task, device, checkpoint, de
     return {"history": history, "kept_epoch": best_epoch, "selected_on": _selected_on(config, dev_batches)}
 
 
-def _train_epoch(model, batches, loop, config, task, device, precision, desc, progress) -> dict:
+def _train_epoch(model, batches, loop, config, task, device, precision, desc, progress) -> tuple:
+    """(the epoch's training loss and metric, seconds spent waiting for batches)."""
     from tqdm import tqdm
     model.train()
     total, metric_sum, loss_sum = 0, 0.0, 0.0
@@ -238,8 +238,7 @@ def _train_epoch(model, batches, loop, config, task, device, precision, desc, pr
         metric_sum += task.batch_sum(logits.detach().float(), batch["label"])
         bar.set_postfix(loss=f"{loss_sum / total:.3f}")
         t = time.perf_counter()
-    return {"train_loss": loss_sum / total, f"train_{task.train_metric}": metric_sum / total,
-            "data_seconds": round(waited, 3)}
+    return {"train_loss": loss_sum / total, f"train_{task.train_metric}": metric_sum / total}, round(waited, 3)
 
 
 def _resume(log, model, loop, batches, device) -> dict:
