@@ -285,12 +285,16 @@ def test_paper_recipes_and_defaults():
     assert (fine.d, fine.heads, fine.text_layers, fine.cross_layers, fine.fusion_layers) == (128, 4, 1, 1, 2)
     assert (fine.fusion, fine.highway_layers, fine.optimizer, fine.lr, fine.batch_size, fine.select_metric) == \
         ("highway", 1, "adam", 1e-5, 4, "wa")
-    assert (fine.consistency_weight, fine.align_weight) == (0.0, 0.0)
-    assert HEADS["muse"].make_config().highway_layers == 2
-    for name in ("harmofusion_mg", "muse_mg"):
+    # Each paper preset has the terms of its paper's total loss, and only those.
+    assert (fine.consistency_weight, fine.align_weight) == (1e-3, 0.0)
+    muse = HEADS["muse"].make_config()
+    assert muse.highway_layers == 2 and (muse.consistency_weight, muse.align_weight) == (0.0, 0.1)
+    for name, emb in (("harmofusion_mg", 0.0), ("muse_mg", 1e-3)):
         mg = HEADS[name].make_config()
         assert (mg.lr, mg.batch_size, mg.select_metric, mg.gate, mg.emb_align_weight) == \
-            (5e-5, 8, "wf1", False, 0.0)
+            (5e-5, 8, "wf1", False, emb)
+    plain = HEADS["muse_mg"].Config()
+    assert (plain.consistency_weight, plain.align_weight, plain.emb_align_weight) == (0.0, 0.0, 0.0)
     assert HEADS["muse_mg"].make_config().highway_layers == 2
     cls = HEADS["harmofusion"]
     options = ({}, {"fusion": "concat"}, {"fusion": "phoneme"}, {"fusion": "word"}, {"fusion_layers": 0})

@@ -21,7 +21,8 @@ under both names with two default configs (MUSE: two highway layers):
   concatenated (or, with `gate`, mixed as a*C + (1-a)*F with an element-wise
   gate a = sigmoid(W [C; F] + b)) and classified by a linear layer.
 
-Auxiliary losses (weights default 0, i.e. off):
+Auxiliary losses (weights default 0, i.e. off; each paper preset turns on
+the terms of that paper's total loss, `PAPER_LOSSES`):
 - `consistency_weight` (HarmoFusion): the squared distance between the
   outputs of the last two deep-fusion layers (with one layer: its input and
   output), averaged over the valid frames and the dummy position.
@@ -196,13 +197,29 @@ _MUSE_DEMO = dict(_DEMO, highway_bias=-2.0)
 _MUSE_MG_DEMO = dict(_MG_DEMO, highway_bias=-2.0, gate=True)
 
 
+# The auxiliary terms each paper's total loss states: HarmoFusion §3.1.6
+# L_total = L + lambda ||F - F'||^2; MUSE eq. 15 L_SER + lambda_1 L_align
+# (+ lambda_2 L_emb_align in the multigranular model). Neither paper gives
+# the weights, so these are ours (manifests/<head>.toml sources say why):
+# each term starts at about a tenth of the cross-entropy (~1.4 for 4 classes).
+# The squared distances sum 128 features of layer-normed (consistency) or
+# projected (embedding) vectors, of the order of 10^2 at the start: 1e-3.
+# The alignment KL is in nats per frame (~log of the words per item): 0.1.
+PAPER_LOSSES = {
+    "harmofusion": {"consistency_weight": 1e-3},
+    "muse": {"align_weight": 0.1},
+    "harmofusion_mg": {"consistency_weight": 1e-3},
+    "muse_mg": {"align_weight": 0.1, "emb_align_weight": 1e-3},
+}
+
+
 @HEADS.register()
 class HarmoFusion(Head):
     name = "harmofusion"
     manifest = "harmofusion"
     description = "multilevel transformer: phonemes + words x mel frames, dummy-frame readout"
     Config = Config
-    presets = {"paper": {}, "demo": _DEMO}
+    presets = {"paper": PAPER_LOSSES["harmofusion"], "demo": _DEMO}
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -299,7 +316,7 @@ class Muse(HarmoFusion):
     manifest = "muse"
     description = "MUSE multilevel transformer (HarmoFusion with two highway layers; alignment losses)"
     Config = MuseConfig
-    presets = {"paper": {}, "demo": _MUSE_DEMO}
+    presets = {"paper": PAPER_LOSSES["muse"], "demo": _MUSE_DEMO}
 
 
 @HEADS.register()
@@ -308,7 +325,7 @@ class HarmoFusionMG(HarmoFusion):
     manifest = "harmofusion"
     description = "multigranular: BERT [CLS] + the multilevel transformer's vector, optional gate"
     Config = MGConfig
-    presets = {"paper": {}, "demo": _MG_DEMO}
+    presets = {"paper": PAPER_LOSSES["harmofusion_mg"], "demo": _MG_DEMO}
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -352,7 +369,7 @@ class MuseMG(HarmoFusionMG):
     manifest = "muse"
     description = "MUSE multigranular (BERT [CLS] + the MUSE multilevel transformer)"
     Config = MuseMGConfig
-    presets = {"paper": {}, "demo": _MUSE_MG_DEMO}
+    presets = {"paper": PAPER_LOSSES["muse_mg"], "demo": _MUSE_MG_DEMO}
 
 
 class Gate(nn.Module):
