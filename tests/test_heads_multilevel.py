@@ -314,7 +314,6 @@ def test_inputs_follow_the_options():
 
 @pytest.mark.parametrize("options,message", [
     ({"d": 130}, "multiple of heads"),
-    ({"fusion_layers": 0, "consistency_weight": 1.0}, "needs fusion_layers >= 1"),
     ({"align_epsilon": 1.0}, "align_epsilon"),
     ({"text_dropout": 0.6, "speech_dropout": 0.5}, "sum to less than 1"),
     ({"align_weight": -1.0}, "align_weight must be >= 0"),

@@ -25,7 +25,8 @@ Auxiliary losses (weights default 0, i.e. off; each paper preset turns on
 the terms of that paper's total loss, `PAPER_LOSSES`):
 - `consistency_weight` (HarmoFusion): the squared distance between the
   outputs of the last two deep-fusion layers (with one layer: its input and
-  output), averaged over the valid frames and the dummy position.
+  output), averaged over the valid frames and the dummy position; without
+  deep-fusion layers (the no_deep_fusion ablation) there is no such term.
 - `align_weight` (MUSE): KL(target || attention) per mel frame, over the
   last cross-modal layer's frame-to-word attention (mean over heads). The
   paper leaves the target undefined; ours (MODELS.md §2): from the words
@@ -260,8 +261,6 @@ class HarmoFusion(Head):
         for name in ("consistency_weight", "align_weight", "emb_align_weight"):
             if getattr(c, name, 0.0) < 0:
                 raise ConfigError(f"head {cls.name}: {name} must be >= 0")
-        if c.consistency_weight > 0 and c.fusion_layers < 1:
-            raise ConfigError(f"head {cls.name}: consistency_weight needs fusion_layers >= 1")
         shares = cls.dropout_shares(c)
         if min(shares) < 0 or sum(shares) >= 1:
             raise ConfigError(f"head {cls.name}: text_dropout and speech_dropout"
@@ -538,7 +537,7 @@ class MultilevelTransformer(nn.Module):
         for layer in self.fusion:
             m = layer(m, src_key_padding_mask=~m_mask)
             outputs.append(m)
-        if c.consistency_weight > 0:
+        if c.consistency_weight > 0 and c.fusion_layers > 0:    # no deep fusion (ablation): no term
             gap = (outputs[-1] - outputs[-2]).pow(2).sum(-1)
             aux["consistency"] = c.consistency_weight * gap[m_mask].mean()
         if c.align_weight > 0:
