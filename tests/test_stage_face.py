@@ -307,7 +307,7 @@ def _expression_file(path, seed, arch="resnet18"):
 
 def test_expression_network_embeds_aligned_crops_from_the_users_file(dialog, tmp_path):
     def embed(path):
-        s = stage(every=10, embedding="expression", expression_model="affectnet_resnet18", weights_path=path,
+        s = stage(every=10, embedding="expression", weights="affectnet_resnet18", weights_path=path,
                   crop_size=64)
         return run(s, dialog[0], 0.9, 1.6), s.identity()["expression"]
 
@@ -318,7 +318,7 @@ def test_expression_network_embeds_aligned_crops_from_the_users_file(dialog, tmp
     # The file is what is read: other weights, other embeddings and another cache key.
     other, other_ident = embed(_expression_file(tmp_path / "b.pth", 1))
     assert not np.allclose(other.arrays["left_embedding"].data[f], emb[f])
-    assert ident["expression_model"] == "affectnet_resnet18" and ident != other_ident
+    assert ident["expression_net"] == "affectnet_resnet18" and ident != other_ident
 
 
 def test_expression_network_absent_or_wrong_is_a_config_error_naming_it(tmp_path):
@@ -329,8 +329,8 @@ def test_expression_network_absent_or_wrong_is_a_config_error_naming_it(tmp_path
                                           r"state dict.*weights_path=<file>"):
         resolve(["face@emmanet_expr"], {"face@emmanet_expr": {"weights_path": str(tmp_path / "none.pth")}})
     with pytest.raises(ConfigError, match="not a known face network"):
-        cls(make_config(cls, {"embedding": "expression", "expression_model": "fan"})).validate()
-    config = make_config(cls, {"embedding": "expression", "expression_model": "affectnet_resnet50",
+        cls(make_config(cls, {"embedding": "expression", "weights": "fan"})).validate()
+    config = make_config(cls, {"embedding": "expression", "weights": "affectnet_resnet50",
                                "weights_path": _expression_file(tmp_path / "r18.pth", 0)})
     with pytest.raises(ConfigError, match="does not fit a resnet50"):
         load_expression_net(config, "cpu")

@@ -107,7 +107,8 @@ class EMMANet(Head):
         # demo corpus (ten 36 s videos); the audio stream of
         # manifests/emmanet_demo.toml (random DeepSpectrum weights) and
         # MediaPipe's face features, which need no weights file.
-        "demo": {"face_stage": "face@emmanet", "hidden": 32, "d_k": 16, "mlp_hidden": 32, "dropout": 0.1, "epochs": 12, "batch_size": 16,
+        "demo": {"face_stage": "face@emmanet",
+                 "hidden": 32, "d_k": 16, "mlp_hidden": 32, "dropout": 0.1, "epochs": 12, "batch_size": 16,
                  "lr": 3e-3, "train_every": 10, "audio_stage": "deepspectrum@emmanet_demo"},
     }
 

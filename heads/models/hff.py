@@ -170,7 +170,8 @@ class HFF(Head):
         # beside the CNN 0.926 (0.938, 0.903, 0.938; README, HFF). Those runs
         # had one attention layer without a feed-forward block and the KL term
         # at 1e-3, which the preset keeps.
-        "demo": {"layers": 1, "ff_mult": 0, "uncertainty_weight": 1e-3, "d": 64, "speech_conv": "2d", "speech_channels": (32, 64), "speech_kernel": 3, "frame_pool": 4,
+        "demo": {"layers": 1, "ff_mult": 0, "uncertainty_weight": 1e-3,
+                 "d": 64, "speech_conv": "2d", "speech_channels": (32, 64), "speech_kernel": 3, "frame_pool": 4,
                  "epochs": 80, "batch_size": 16, "lr": 3e-4, "schedule": "none", "average_last": 20,
                  "modality_dropout": 0.3, "max_frames": 600, "standardize": "speaker",
                  "visual_stage": "frames@hff_demo", "prosody_stage": "opensmile@egemaps_lld"},

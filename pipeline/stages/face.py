@@ -33,7 +33,7 @@ Embeddings (`embedding`):
   backbone (pipeline/cnn.py: ImageNet weights from local files, or
   weights=random with a seed only when asked), global-average pooled.
 - `expression`: the same aligned crop through an expression-trained face
-  network named by `expression_model`, read from a file the user supplies
+  network named by `weights` (e.g. "affectnet_resnet50"), read from a file the user supplies
   (`weights_path`, or its default place; face_net.py): EMMA-Net's face
   stream. Missing file: an error naming the network and how to provide it.
 
@@ -79,9 +79,8 @@ EYE_CORNERS = (33, 263)
 @dataclass(frozen=True)
 class Config(FrameSampling, LandmarkerOptions, CnnOptions):
     search: Literal["halves", "whole"] = "halves"
-    # cnn: arch/weights options apply; expression: expression_model and weights_path
+    # cnn: arch/weights options apply; expression: weights names the network (face_net.py), weights_path its file
     embedding: Literal["blendshapes", "cnn", "expression"] = "blendshapes"
-    expression_model: str = "affectnet_resnet50"   # expression embedding: a face_net.py EXPRESSION_NETS name
     crop_size: int = 224                # cnn / expression embedding: side of the aligned crop
     crop_margin: float = 0.25           # cnn / expression embedding: context around the landmarks' extent
 

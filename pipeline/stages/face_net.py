@@ -6,7 +6,9 @@ fine-tuned on Aff-Wild2. Such weights cannot ship with this project, so the
 network is named here and read from a file the user supplies: a torchvision
 backbone's state dict trained on facial expressions (the classifier layer,
 whatever its class count, is dropped; the embedding is the pooled features
-before it). Nothing is downloaded; a missing file is a ConfigError (exit 2
+before it). The stage's `weights` option names the network (an
+EXPRESSION_NETS key, e.g. weights = "affectnet_resnet50"), `weights_path`
+where its file is. Nothing is downloaded; a missing file is a ConfigError (exit 2
 before any work) that says where to put it or how to point at it.
 
 API (driver side cheap, torch only inside the worker-side function):
@@ -43,10 +45,10 @@ EXPRESSION_NETS = {
 
 
 def _net(cfg, who) -> ExpressionNet:
-    if cfg.expression_model not in EXPRESSION_NETS:
-        raise ConfigError(f"{who}: expression_model={cfg.expression_model!r} is not a known face network "
+    if cfg.weights not in EXPRESSION_NETS:
+        raise ConfigError(f"{who}: embedding=expression: weights={cfg.weights!r} is not a known face network "
                           f"(known: {', '.join(EXPRESSION_NETS)})")
-    return EXPRESSION_NETS[cfg.expression_model]
+    return EXPRESSION_NETS[cfg.weights]
 
 
 def expression_file(cfg, who="face") -> str:
@@ -63,7 +65,7 @@ def check_expression_net(cfg, who):
     if os.path.isfile(path):
         return
     raise ConfigError(
-        f"{who}: the face network {cfg.expression_model} is not on this machine: expected a torchvision "
+        f"{who}: the face network {cfg.weights} is not on this machine: expected a torchvision "
         f"{net.arch} state dict trained on {net.trained_on}, at {path}. Put the file there, or point at it "
         f"with --set <face spec>.weights_path=<file> (e.g. --set face@emmanet_expr.weights_path=/models/fer.pth); "
         f"it is read with torch.load(weights_only=True). MediaPipe features need no file: "
@@ -71,8 +73,8 @@ def check_expression_net(cfg, who):
 
 
 def expression_identity(cfg) -> dict:
-    net = EXPRESSION_NETS[cfg.expression_model]
-    return {"expression_model": cfg.expression_model,
+    net = EXPRESSION_NETS[cfg.weights]
+    return {"expression_net": cfg.weights,
             **weights_identity(net.arch, IMAGENET, expression_file(cfg))}
 
 
@@ -91,7 +93,7 @@ def load_expression_net(cfg, device):
     """(model in eval mode returning the pooled features, their width)."""
     import torch
     import torchvision.models as tvm
-    net = EXPRESSION_NETS[cfg.expression_model]
+    net = EXPRESSION_NETS[cfg.weights]
     spec = ARCHES[net.arch]
     model = getattr(tvm, net.arch)(weights=None)
     setattr(model, spec.head, torch.nn.Identity())
@@ -101,7 +103,7 @@ def load_expression_net(cfg, device):
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ConfigError(f"face network {cfg.expression_model}: {path} does not fit a {net.arch} "
+        raise ConfigError(f"face network {cfg.weights}: {path} does not fit a {net.arch} "
                           f"backbone: {str(e).splitlines()[0]}") from None
     model.eval()
     return model.to(device), spec.dim
