@@ -258,7 +258,8 @@ def test_a_video_without_any_face_is_scored_on_every_labelled_frame(tmp_path, ca
                 "--set", "audio_array='functionals'", "--set", "epochs=1", "--out", str(out), "--quiet"])
     assert rc == 0
     err = capsys.readouterr().err
-    assert "44 of 108 labelled frame(s) in 2 item(s) had no face found (1 item(s) none at all: C)" in err
+    assert "validation: 36 of 72 labelled frame(s) in 1 item(s) had no face found (1 item(s) none at all: C)" in err
+    assert "train: 8 of 36 labelled frame(s) in 1 item(s) had no face found (0 item(s) none at all)" in err
     record = json.loads((out / "results.json").read_text())
     run = record["runs"][0]
     scored = [i for i in run["predictions"] if i.startswith("C@")]

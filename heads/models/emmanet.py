@@ -246,19 +246,26 @@ class EMMANet(Head):
 
 
 def report_no_face(data, out=None):
-    """Say how many labelled frames (and whole items) had no face found:
-    they are scored all the same (ABAW scores every labelled frame), from
-    the nearest found face or, in an item without any, the stage's fill."""
+    """Say, per split tag, how many labelled frames (and whole items) had no
+    face found: they are scored all the same (ABAW scores every labelled
+    frame), from the nearest found face or, in an item without any, the
+    stage's fill."""
     import sys
     if not data.no_face:
         return
-    frames = sum(n for n, _ in data.no_face.values())
-    faceless = sorted(i for i, (_, none) in data.no_face.items() if none)
-    labelled = sum(int((data.labels[i] >= 0).sum()) for i in data.items)
-    print(f"heads: {frames} of {labelled} labelled frame(s) in {len(data.no_face)} item(s) had no face found "
-          f"({len(faceless)} item(s) none at all{': ' + ', '.join(faceless[:5]) if faceless else ''}"
-          f"{' ...' if len(faceless) > 5 else ''}); they are scored from the filled face features",
-          file=out or sys.stderr)
+    parts = {}
+    for item_id in data.items:
+        split = data.items[item_id].split or "untagged"
+        n, none = data.no_face.get(item_id, (0, False))
+        frames, labelled, items, faceless = parts.get(split, (0, 0, 0, []))
+        parts[split] = (frames + n, labelled + int((data.labels[item_id] >= 0).sum()), items + (n > 0),
+                        faceless + ([item_id] if none else []))
+    for split, (frames, labelled, items, faceless) in sorted(parts.items()):
+        if frames:
+            names = f": {', '.join(faceless[:5])}{' ...' if len(faceless) > 5 else ''}" if faceless else ""
+            print(f"heads: {split}: {frames} of {labelled} labelled frame(s) in {items} item(s) had no face "
+                  f"found ({len(faceless)} item(s) none at all{names}); scored from the filled face features",
+                  file=out or sys.stderr)
 
 
 def _gru(d_in, hidden, layers, bidirectional, dropout):
