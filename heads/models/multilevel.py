@@ -198,15 +198,9 @@ _MUSE_DEMO = dict(_DEMO, highway_bias=-2.0)
 _MUSE_MG_DEMO = dict(_MG_DEMO, highway_bias=-2.0, gate=True)
 
 
-# The auxiliary terms each paper's total loss states: HarmoFusion §3.1.6
-# L_total = L + lambda ||F - F'||^2; MUSE eq. 15 L_SER + lambda_1 L_align
-# (+ lambda_2 L_emb_align in the multigranular model). Neither paper gives
-# the weights, so these are ours (manifests/<head>.toml sources say why):
-# each term starts at about a tenth of the cross-entropy (~1.4 for 4 classes),
-# as measured on a batch of the freshly built paper model: the squared
-# distance between the last two deep-fusion layers' outputs starts near 25
-# (5e-3), the projected [CLS]-to-utterance distance near 100 (1e-3), the
-# alignment KL near 1.2 nats per frame (0.1).
+# The auxiliary terms of each paper's total loss (000 §3.1.6; 001 eq. 15).
+# Neither paper gives their weights: each of ours starts the term near a tenth
+# of the cross-entropy (measured; [sources.<head>] in the manifests).
 PAPER_LOSSES = {
     "harmofusion": {"consistency_weight": 5e-3},
     "muse": {"align_weight": 0.1},
