@@ -1,6 +1,7 @@
 """The `heads` command: train and evaluate fusion heads on the feature cache.
 
     heads list
+    heads config tsin [--preset paper] [--set key=value]
     heads train --model tsin --cache DIR --protocol session [--preset demo] [--set key=value]
     heads evaluate RUN --cache DIR [--dataset NAME]
     heads report RUN [RUN ...]
@@ -63,6 +64,12 @@ def _parser():
 
     ls = sub.add_parser("list", help="registered heads, their variants and the stages each consumes")
     ls.set_defaults(func=cmd_list)
+
+    c = sub.add_parser("config", help="a head's resolved preset as TOML, each value with its source")
+    c.add_argument("model", help="head name (see `heads list`)")
+    c.add_argument("--preset", default="paper", help="paper (the published recipe) or demo")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="head option")
+    c.set_defaults(func=cmd_config)
 
     t = sub.add_parser("train", help="train a head with an evaluation protocol")
     t.add_argument("--model", required=True, help="head name (see `heads list`)")
@@ -131,6 +138,43 @@ def _variants(cls):
     import typing
     hints = typing.get_type_hints(cls.Config)
     return list(typing.get_args(hints["ablation"])) if "ablation" in hints else []
+
+
+# --- config -----------------------------------------------------------------
+
+def cmd_config(args):
+    """Print the resolved options (valid TOML for --config), each with its
+    source: the paper's section or our choice; the preset's and --set's
+    changes to the paper's values are marked as such."""
+    from .head import RUNTIME_FIELDS
+    cls = load_all().get_or_fail(args.model)
+    config = head_config(cls, args.preset, None, args.set)
+    paper = asdict(cls.make_config("paper"))
+    sources = cls.sources()
+    set_keys = {pair.partition("=")[0].strip() for pair in args.set}
+    print(f"# {cls.name}: {cls.description}\n# preset {args.preset}; sources: manifests/sources.toml, "
+          f"[sources.{cls.name}] and its parents'")
+    for name, value in asdict(config).items():
+        if name in set_keys:
+            note = "--set"
+        elif value != paper[name]:
+            note = f"preset {args.preset} (paper: {_toml_value(paper[name])})"
+        elif name in RUNTIME_FIELDS:
+            note = "runtime: how the run executes, not what it computes"
+        else:
+            note = sources.get(name, "NO SOURCE")
+        print(f"{name} = {_toml_value(value)}  # {note}")
+
+
+def _toml_value(value) -> str:
+    import json
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
 
 
 # --- train ------------------------------------------------------------------

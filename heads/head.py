@@ -90,6 +90,9 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+# Fields that choose how a run executes, never what it computes: a paper
+# preset's other fields each carry a source (`Head.sources`).
+RUNTIME_FIELDS = ("num_workers", "threads")
 
 
 class Head(nn.Module):
@@ -159,6 +162,17 @@ class Head(nn.Module):
         return config
 
     @classmethod
+    def sources(cls) -> dict:
+        """field -> where its paper-preset value comes from: a section of
+        the paper or "choice: <why>" (manifests/sources.toml): the head's
+        own [sources.<name>] table over its parent heads' over the common one."""
+        tables = source_tables()
+        out = dict(tables.get("common", {}))
+        for klass in reversed(cls.__mro__):
+            out.update(tables.get(getattr(klass, "name", ""), {}))
+        return out
+
+    @classmethod
     def check(cls, config):
         """Raise ConfigError for bad option combinations (runs before any work)."""
         for name in ("epochs", "batch_size"):
@@ -213,6 +227,18 @@ class Head(nn.Module):
         """Stage specs the head reads with this config (default: the paper's)."""
         config = config or cls.make_config()
         return sorted({i.stage for i in cls.inputs(config).values()})
+
+
+def source_tables() -> dict:
+    """[sources.<head>] tables of every manifest (head name -> field -> source)."""
+    from pipeline.presets import manifest_files
+    out = {}
+    for f in manifest_files():
+        for name, table in f.data.get("sources", {}).items():
+            if name in out:
+                raise ValueError(f"sources of {name} are declared twice (second in {f.name})")
+            out[name] = table
+    return out
 
 
 def kept_modalities(b, m, share, device):
