@@ -67,7 +67,9 @@ class SSL(Stage):
     batched = True
     gpu = True
     batch_items = 64
-    runtime_options = ("batch_seconds", "device", "threads")
+    # `model` names where the model is; the key holds what it is (identity: its files' digest),
+    # so an id and a folder of the same files, or a moved folder, share outputs.
+    runtime_options = ("model", "batch_seconds", "device", "threads")
 
     def validate(self):
         cfg = self.config
