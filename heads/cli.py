@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import tomllib
@@ -64,8 +65,9 @@ def _parser():
     t.add_argument("--ratios", default="3:1:1",
                    help="ratio protocol: train:dev:test parts; holdout: their shares (e.g. 7:1:2)")
     t.add_argument("--preset", default="paper", help="paper (the published recipe) or demo")
-    t.add_argument("--config", help="TOML file of head options (flat keys)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="head option")
+    t.add_argument("--config", help="TOML file of head options (flat keys; [stage] tables: stage options)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="head option, or STAGE.KEY=VALUE: the stage option the features were extracted with")
     t.add_argument("--seeds", type=int, default=1, help="repeat with seeds SEED .. SEED+N-1")
     t.add_argument("--seed", type=int, default=0, help="first seed; also shuffles random protocols")
     t.add_argument("--device", help="cpu or cuda (default: cuda when present)")
@@ -119,6 +121,9 @@ def _variants(cls):
 # --- train ------------------------------------------------------------------
 
 def head_config(cls, preset, config_file, pairs):
+    """(head Config, stage overrides): `--set key=value` and top-level keys of
+    the TOML file are head options; `--set stage.key=value` and TOML tables
+    are the options of a stage the head reads (as on `pipeline extract`)."""
     overrides = {}
     if config_file:
         try:
@@ -135,17 +140,22 @@ def head_config(cls, preset, config_file, pairs):
             overrides[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             overrides[key.strip()] = raw          # a bare word: a string
-    return cls.make_config(preset, overrides)
+    stages = {k: v for k, v in overrides.items() if isinstance(v, dict)}
+    for key in [k for k in overrides if "." in k]:
+        label, _, option = key.partition(".")
+        stages.setdefault(label, {})[option] = overrides.pop(key)
+    head = {k: v for k, v in overrides.items() if k not in stages}
+    return cls.make_config(preset, head), stages
 
 
-def check_cache(cache, dataset, cls, config):
+def check_cache(cache, dataset, cls, config, stages=None):
     """Raise StagesMissing with the exact extract command when any stage the
-    head reads is missing or stale for some item."""
+    head reads (with the stage overrides `stages`) is missing or stale for some item."""
     from pipeline.presets import head_stage_lists
     needed = cls.stages(config)
     problems = []
     for label in needed:
-        status = cache.status(label, dataset)
+        status = cache.status(label, dataset, stages)
         for state in ("missing", "stale"):
             if status[state]:
                 problems.append(f"{label}: {len(status[state])} item(s) {state}")
@@ -154,9 +164,16 @@ def check_cache(cache, dataset, cls, config):
     manifest_list = head_stage_lists().get(cls.manifest)
     selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
                  else f"--stages {','.join(needed)}")
-    command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}"
+    sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
+                   for label, opts in (stages or {}).items() for k, v in opts.items())
+    command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
     raise StagesMissing(f"the cache lacks features {cls.name} needs ({'; '.join(problems)}).\n"
                         f"run:\n  {command}")
+
+
+def _toml_value(v):
+    import json
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
 
 
 def _ratios(text):
@@ -181,13 +198,13 @@ def cmd_train(args):
     PROTOCOLS.get_or_fail(args.protocol)
     if args.seeds < 1:
         raise UsageError("--seeds must be >= 1")
-    config = head_config(cls, args.preset, args.config, args.set)
+    config, stages = head_config(cls, args.preset, args.config, args.set)
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)
-    check_cache(cache, dataset, cls, config)
+    check_cache(cache, dataset, cls, config, stages)
 
-    data = cls.open_data(cache, dataset, config)
+    data = cls.open_data(cache, dataset, config, stages)
     check_options(data.task, config, cls.name)      # the label set decides the task
     cls.check_dims(config, data.dims())
     for item_id, why in sorted(data.dropped.items()):
@@ -207,6 +224,7 @@ def cmd_train(args):
     runs = run_folds(cls, config, data, folds, seeds, out, device, progress=not args.quiet)
     record = {
         "head": cls.name, "variant": variant, "preset": args.preset, "config": asdict(config),
+        "stage_overrides": stages,
         "dataset": dataset, "corpus": data.corpus, "labelset": config.labelset, "classes": data.classes,
         "task": data.task.describe(),
         "protocol": {"name": args.protocol, "dev": args.dev, "k": args.folds if args.protocol == "kfold" else None,
@@ -245,8 +263,9 @@ def cmd_evaluate(args):
     part = args.part or ("test" if dataset == record["dataset"] else "all")
     if part == "test" and dataset != record["dataset"]:
         raise UsageError(f"--part test needs the run's own dataset ({record['dataset']}); use --part all")
-    check_cache(cache, dataset, cls, config)
-    data = cls.open_data(cache, dataset, config)
+    stages = record.get("stage_overrides") or {}
+    check_cache(cache, dataset, cls, config, stages)
+    data = cls.open_data(cache, dataset, config, stages)
     per_speaker = cls.speaker_normalised(config)
     if per_speaker:
         data.normalise_per_speaker(per_speaker, config.speaker_center)

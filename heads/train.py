@@ -245,6 +245,6 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
                 f"(kept epoch {fitted['kept_epoch']}, {fitted['selected_on']})")
             runs.append({"seed": seed, "fold": fold.name, "metrics": metrics,
                          "sizes": {"train": len(fold.train), "dev": len(fold.dev), "test": len(fold.test)},
-                         "checkpoint": str(ckpt.relative_to(out_dir)), **fitted,
+                         "checkpoint": str(ckpt.relative_to(out_dir)), **fitted, "learned": model.learned(),
                          "predictions": dict(zip(pred["ids"], pred["y_pred"]))})
     return runs

@@ -127,8 +127,8 @@ class EMMANet(Head):
                         train_every=config.train_every)
 
     @classmethod
-    def open_data(cls, cache, dataset, config):
-        return FrameData(cache, dataset, cls.inputs(config), config.labelset, cls.timeline(config))
+    def open_data(cls, cache, dataset, config, overrides=None):
+        return FrameData(cache, dataset, cls.inputs(config), config.labelset, cls.timeline(config), overrides)
 
     @classmethod
     def variant(cls, config) -> str:

@@ -1,0 +1,72 @@
+"""The `superb` head on a tiny random WavLM's states of the small demo corpus:
+frame-level and pooled, layer weights that sum to 1 and are saved."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_cli
+from ssl_models import tiny_encoder
+
+from heads.cli import main as heads_main
+
+
+@pytest.fixture(scope="module")
+def ssl_cache(demo_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("superb")
+    model = tiny_encoder(root / "wavlm", "wavlm", feat_extract_norm="layer", do_stable_layer_norm=True)
+    cache = root / "cache"
+    for pool in ("none", "mean"):
+        assert run_cli("extract", "--dataset", "iemocap", "--root", demo_root, "--cache", cache, "--scheduler",
+                       "sync", "--quiet", "--stages", "ssl", "--set", f"ssl.model={model}",
+                       "--set", f"ssl.pool={pool}") == 0
+    return cache, model
+
+
+def train(cache, model, out, *extra):
+    return heads_main(["train", "--model", "superb", "--cache", str(cache), "--preset", "demo", "--quiet",
+                       "--protocol", "session", "--set", "epochs=2", "--set", f"ssl.model={model}",
+                       "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("source", ["frames", "pooled"])
+def test_superb_trains_and_keeps_its_layer_weights(ssl_cache, tmp_path, capsys, source):
+    cache, model = ssl_cache
+    extra = ["--set", "source=pooled", "--set", "ssl.pool=mean"] if source == "pooled" else []
+    assert train(cache, model, tmp_path / "run", *extra) == 0
+    out = capsys.readouterr().out
+    assert "layer weights (mean over runs): 0:" in out
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["stage_overrides"]["ssl"]["model"] == str(model)
+    assert len(record["runs"]) >= 2
+    for run in record["runs"]:
+        weights = run["learned"]["layer_weights"]
+        assert len(weights) == 3 and sum(weights) == pytest.approx(1.0, abs=1e-5)
+        ckpt = torch.load(tmp_path / "run" / run["checkpoint"], weights_only=True)
+        saved = torch.softmax(ckpt["state_dict"]["layer_logits"], 0).numpy()
+        np.testing.assert_allclose(saved, weights, atol=1e-5)
+    assert (tmp_path / "run" / "layer_weights.png").stat().st_size > 0
+    # The saved run scores again through `heads evaluate`, reading the same extraction.
+    assert heads_main(["evaluate", str(tmp_path / "run"), "--cache", str(cache)]) == 0
+
+
+def test_superb_reads_one_layer_and_fuses_a_second_vector(ssl_cache, tmp_path, capsys):
+    cache, model = ssl_cache
+    # The pooled ssl output of the same extraction stands in for any utterance vector (e.g. bert's cls).
+    assert train(cache, model, tmp_path / "run", "--set", "layer=2", "--set", "fusion_stage=ssl",
+                 "--set", "fusion_array=pooled", "--set", "ssl.pool=mean", "--set", "source=pooled") == 0
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert all(r["learned"]["layer_weights"] == [0.0, 0.0, 1.0] for r in record["runs"])
+    assert train(cache, model, tmp_path / "bad", "--set", "layer=3") == 2
+    assert "layer=3, but the cache holds 3 layers" in capsys.readouterr().err
+
+
+def test_superb_needs_the_model_and_names_the_missing_extraction(ssl_cache, tmp_path, capsys):
+    cache, model = ssl_cache
+    rc = heads_main(["train", "--model", "superb", "--cache", str(cache), "--preset", "demo",
+                     "--out", str(tmp_path / "run")])
+    assert rc == 2 and "--set ssl.model=" in capsys.readouterr().err
+    assert train(cache, model, tmp_path / "run", "--set", "ssl.layers=[0,1]") == 3
+    err = capsys.readouterr().err
+    assert f"--for superb --set ssl.model={model} --set 'ssl.layers=[0,1]'" in err
+    assert not (tmp_path / "run").exists()
