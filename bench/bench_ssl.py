@@ -143,6 +143,33 @@ def main():
               f"({len(paths) / cpu:6.2f})  RTF {wall / audio_s:.4f} ({cpu / audio_s:.4f})")
     print(f"  pipeline / bare loop: {pipe[0] / bare[0]:.2f}x wall, {pipe[1] / bare[1]:.2f}x CPU")
     sizes(root, model, work, audio_s, len(paths))
+    chunking(paths, model)
+
+
+def chunking(paths, model, seconds=40.0, max_seconds=10.0, overlap=2.0):
+    """States of one long item cut into chunks against one pass over it: per
+    layer, the largest and the mean |difference|, relative to the mean |state|."""
+    import numpy as np
+    import soundfile as sf
+    from pipeline.stage import make_config
+    from pipeline.stages.ssl import SSL
+    waves = [sf.read(p, dtype="float32")[0] for p in paths]
+    y = np.concatenate(waves * 10)[:int(seconds * 16000)]
+
+    class Ctx:
+        def audio(self, sr, resample=True):
+            return y
+    states = []
+    for cut in (max_seconds, 2 * seconds):
+        stage = SSL(make_config(SSL, {"model": str(model), "max_seconds": cut, "overlap_seconds": overlap}))
+        stage.validate()
+        (r,) = stage.compute_batch([Ctx()])
+        states.append(r.arrays["frames"].data)
+    diff, scale = np.abs(states[0] - states[1]), np.abs(states[1]).mean(axis=(0, 2))
+    print(f"chunking a {seconds:.0f} s item into {max_seconds:.0f} s chunks, {overlap:.0f} s overlap, against one "
+          "pass (per hidden state; |diff| / mean |state|):")
+    print("  max  " + " ".join(f"{v:.4f}" for v in diff.max(axis=(0, 2)) / scale))
+    print("  mean " + " ".join(f"{v:.5f}" for v in diff.mean(axis=(0, 2)) / scale))
 
 
 def sizes(root, model, work, audio_s, n_items):

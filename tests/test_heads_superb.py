@@ -70,3 +70,21 @@ def test_superb_needs_the_model_and_names_the_missing_extraction(ssl_cache, tmp_
     err = capsys.readouterr().err
     assert f"--for superb --set ssl.model={model} --set 'ssl.layers=[0,1]'" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_tsin_reads_ssl_frames_through_its_config_file(ssl_cache, demo_root, tmp_path, capsys):
+    """TSIN's speech branch on SSL frames: docs/configs/tsin_ssl.toml, the model and layer set on top."""
+    from pathlib import Path
+    cache, model = ssl_cache
+    config = Path(__file__).resolve().parent.parent / "docs" / "configs" / "tsin_ssl.toml"
+    sets = ["--set", f"ssl.model={model}", "--set", "ssl.layers=[-1]"]
+    assert run_cli("extract", "--cache", cache, "--scheduler", "sync", "--quiet", "--config", config,
+                   "--stages", "ssl,bert@tsin", *sets) == 0
+    rc = heads_main(["train", "--model", "tsin", "--cache", str(cache), "--preset", "demo", "--quiet",
+                     "--config", str(config), *sets, "--set", "epochs=1", "--out", str(tmp_path / "run")])
+    assert rc == 0
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["config"]["speech_stage"] == "ssl" and record["config"]["max_frames"] == 250
+    assert record["stage_overrides"]["ssl"] == {"model": str(model), "layers": [-1]}
+    ckpt = torch.load(tmp_path / "run" / record["runs"][0]["checkpoint"], weights_only=True)
+    assert ckpt["dims"]["speech"] == 32        # one layer of the tiny model's 32-wide states
