@@ -9,7 +9,7 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 
 
 def tiny_encoder(folder, kind="wav2vec2", seed=0, **options):
-    """Write a random `kind` (wav2vec2, wavlm, whisper) model into `folder`; returns its path.
+    """Write a random `kind` (wav2vec2, hubert, data2vec-audio, wavlm, whisper) model into `folder`; returns its path.
     `options` override the tiny config (e.g. feat_extract_norm="layer")."""
     import torch
     import transformers as tf
@@ -24,12 +24,14 @@ def tiny_encoder(folder, kind="wav2vec2", seed=0, **options):
         model, fe = tf.WhisperModel(config), tf.WhisperFeatureExtractor(feature_size=80)
     else:
         config_cls, model_cls = {"wav2vec2": (tf.Wav2Vec2Config, tf.Wav2Vec2Model),
+                                 "hubert": (tf.HubertConfig, tf.HubertModel),
+                                 "data2vec-audio": (tf.Data2VecAudioConfig, tf.Data2VecAudioModel),
                                  "wavlm": (tf.WavLMConfig, tf.WavLMModel)}[kind]
         config = config_cls(**{**TINY, **options})
         model = model_cls(config)
         # As the published models: a mask only where the CNN has no norm across time.
-        fe = tf.Wav2Vec2FeatureExtractor(do_normalize=True,
-                                         return_attention_mask=config.feat_extract_norm == "layer")
+        local = getattr(config, "feat_extract_norm", "layer") == "layer"
+        fe = tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=local)
     model.eval().save_pretrained(folder)
     fe.save_pretrained(folder)
     return folder

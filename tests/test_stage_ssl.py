@@ -19,13 +19,16 @@ from ssl_models import tiny_encoder
 # wav2vec2 as wav2vec2-base (group norm in the CNN: no padding, equal-length
 # batches only); WavLM as the large models (layer norm: padded batches, a mask).
 KINDS = {"wav2vec2": {}, "wavlm": {"feat_extract_norm": "layer", "do_stable_layer_norm": True}}
+# The other families: states equal to a direct call too (HuBERT as hubert-base, data2vec-audio:
+# equal-length batches), and Whisper's encoder (every input padded to 30 s).
+MORE = {"hubert": {}, "data2vec-audio": {}, "whisper": {}}
 LENGTHS = (16000, 23456, 8000, 16000, 41000)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("ssl-models")
-    return {kind: tiny_encoder(root / kind, kind, **opts) for kind, opts in KINDS.items()}
+    return {kind: tiny_encoder(root / kind, kind, **opts) for kind, opts in {**KINDS, **MORE}.items()}
 
 
 def make_stage(model, **options):
@@ -51,8 +54,9 @@ def direct(stage, y):
     """All hidden states of one unpadded forward: (frames, L, D)."""
     enc = stage.resources
     inputs = enc.fe(y, sampling_rate=16000, return_tensors="pt")
+    inputs.pop("attention_mask", None)          # one item: nothing is padded
     with torch.inference_mode():
-        hidden = enc.net(**inputs, output_hidden_states=True).hidden_states
+        hidden = enc.net(*inputs.values(), output_hidden_states=True).hidden_states
     return torch.stack(hidden, dim=2)[0].numpy()
 
 
@@ -184,3 +188,17 @@ def test_rerun_computes_nothing_and_layers_recompute_only_ssl(models, tmp_path, 
     np.testing.assert_allclose(f.times["frames"][:3], [0.0125, 0.0325, 0.0525])
     assert run_cli("extract", "--cache", cache, "--scheduler", "sync", "--quiet", "--stages", "ssl",
                    "--set", model, "--set", "ssl.layers=[7]") == 2
+
+
+@pytest.mark.parametrize("kind", sorted(MORE))
+def test_other_families_equal_a_direct_call(models, kind, tmp_path):
+    stage = make_stage(models[kind], batch_seconds=8, layers=[0, -1])
+    ctxs = wav_contexts(tmp_path, LENGTHS[:3])
+    assert stage.resources.pads_exactly == (kind == "whisper")
+    for ctx, r in zip(ctxs, stage.compute_batch(ctxs)):
+        expected = direct(stage, ctx.audio(16000))
+        frames = r.arrays["frames"].data
+        if kind == "whisper":   # 50 Hz frames of the real audio out of the 30 s the encoder always sees
+            assert len(frames) == -(-len(ctx.audio(16000)) // 320) and len(expected) == 1500
+            assert r.arrays["frames"].offset == 0.0
+        np.testing.assert_allclose(frames, expected[:len(frames), [0, 2]], atol=1e-5, rtol=0)

@@ -66,7 +66,9 @@ class SSL(Stage):
     reads = ("audio",)
     batched = True
     gpu = True
-    batch_items = 64
+    # A task holds its items' states until its shard is written: 16 IEMOCAP utterances of
+    # 13 x 768 frames are ~150 MB in float32. For long items (whole videos) lower it (--batch).
+    batch_items = 16
     # `model` names where the model is; the key holds what it is (identity: its files' digest),
     # so an id and a folder of the same files, or a moved folder, share outputs.
     runtime_options = ("model", "batch_seconds", "device", "threads")
@@ -237,6 +239,9 @@ class ConvTransformer:
     """wav2vec 2.0, HuBERT, WavLM, data2vec-audio: a strided CNN on the
     waveform, then a transformer; hidden_states[0] is the transformer's input."""
     max_seconds = 3600.0
+    # When the config does not say (data2vec-audio): its positional convolutions
+    # layer-normalise padded frames into the valid ones, so padding is not exact.
+    cnn_norm = "group"
 
     @staticmethod
     def n_layers(mc):
@@ -264,7 +269,7 @@ class ConvTransformer:
         self.field = 1 + sum((k - 1) * math.prod(self.strides[:i]) for i, k in enumerate(self.kernels))
         self.offset = (self.field / 2) / self.sample_rate
         # Padding is harmless only without a norm across time in the CNN, and with a mask the model uses.
-        self.pads_exactly = getattr(cfg, "feat_extract_norm", "group") == "layer" and self.fe.return_attention_mask
+        self.pads_exactly = getattr(cfg, "feat_extract_norm", self.cnn_norm) == "layer" and self.fe.return_attention_mask
 
     def n_frames(self, n):
         for k, s in zip(self.kernels, self.strides):
