@@ -8,8 +8,9 @@ cache (pipeline/models.py); none ships with the project, so `model` must be
 given. It enters the cache key by the digest of its files.
 
 Audio is read at the feature extractor's rate (16 kHz) and prepared by the
-feature extractor itself (per-utterance normalisation where it says so, the
-log-mel input of Whisper). Items longer than `max_seconds` are cut into
+feature extractor itself: zero mean and unit variance over the whole item
+where it says so (before any cutting, so chunks share the item's
+statistics), or Whisper's log-mel input per piece of at most 30 s. Items longer than `max_seconds` are cut into
 chunks that overlap by `overlap_seconds` and start on a multiple of the
 front end's total stride, so every chunk's convolutional frames are frames
 of the single pass; each frame is taken from the chunk in which it lies
@@ -146,6 +147,7 @@ class SSL(Stage):
         for i, y in enumerate(waves):
             if isinstance(y, Exception):
                 continue
+            y = enc.prepare(y)        # normalised over the whole item, before it is cut
             plans[i] = chunk_plan(len(y), enc.sample_rate, self.config, enc.stride, enc.n_frames)
             pieces += [(i, c, y[c.start:c.stop]) for c in plans[i]]
         states = self._run(pieces, enc)
@@ -276,14 +278,24 @@ class ConvTransformer:
             n = (n - k) // s + 1
         return max(n, 0)
 
+    def prepare(self, y):
+        """The model's input for a whole item, as its feature extractor makes it
+        (zero mean and unit variance over the item where do_normalize says so)."""
+        return self.fe(y, sampling_rate=self.sample_rate, return_tensors="np")["input_values"][0]
+
     def forward(self, waves, layers):
-        """(B, frames, L, D) float32 numpy of the chosen hidden states."""
+        """(B, frames, L, D) float32 numpy of the chosen hidden states of
+        prepared pieces, padded with the feature extractor's padding value."""
+        import numpy as np
         torch = self.torch
-        inputs = self.fe(waves, sampling_rate=self.sample_rate, padding=True, return_attention_mask=True,
-                         return_tensors="pt")
-        mask = inputs["attention_mask"].to(self.device) if self.pads_exactly else None
+        x = np.full((len(waves), max(len(w) for w in waves)), self.fe.padding_value, dtype=np.float32)
+        mask = np.zeros(x.shape, dtype=np.int64)
+        for b, w in enumerate(waves):
+            x[b, :len(w)] = w
+            mask[b, :len(w)] = 1
+        mask = torch.from_numpy(mask).to(self.device) if self.pads_exactly else None
         with torch.inference_mode():
-            hidden = self.net(inputs["input_values"].to(self.device), attention_mask=mask,
+            hidden = self.net(torch.from_numpy(x).to(self.device), attention_mask=mask,
                               output_hidden_states=True).hidden_states
             return torch.stack([hidden[i] for i in layers], dim=2).float().cpu().numpy()
 
@@ -320,6 +332,9 @@ class WhisperEncoder(ConvTransformer):
 
     def n_frames(self, n):
         return min(math.ceil(n / self.stride), self.fe.nb_max_frames // 2)
+
+    def prepare(self, y):
+        return y        # the log-mel input is made per piece (at most 30 s: what the encoder sees)
 
     def forward(self, waves, layers):
         torch = self.torch
