@@ -88,3 +88,43 @@ def test_tsin_reads_ssl_frames_through_its_config_file(ssl_cache, demo_root, tmp
     assert record["stage_overrides"]["ssl"] == {"model": str(model), "layers": [-1]}
     ckpt = torch.load(tmp_path / "run" / record["runs"][0]["checkpoint"], weights_only=True)
     assert ckpt["dims"]["speech"] == 32        # one layer of the tiny model's 32-wide states
+
+
+def test_emmanet_puts_ssl_frames_on_its_timeline(tmp_path):
+    """EMMA-Net's audio stream from SSL frames (docs/configs/emmanet_ssl.toml): 50 Hz frames
+    are averaged into the 2 Hz timeline's steps by their times, and the head trains."""
+    from pathlib import Path
+
+    from heads_fake import write_fake_cache
+    from test_heads_emmanet import STAGES, _items, _result
+
+    from heads.frames import FrameData, Timeline
+    from heads.models import load_all
+    from pipeline.api import Cache
+    from pipeline.stage import Result, Seq, Vec
+    model = tiny_encoder(tmp_path / "wavlm", "wavlm")
+    ssl = {"model": str(model), "layers": [-1]}
+
+    def result(item, arrays, rng, signal):
+        if "frames" not in arrays:
+            return _result(item, arrays, rng, signal)
+        times = 0.0125 + np.arange(200) / 50.0               # 4 s of 50 Hz frames; value = time
+        return Result({"frames": Seq(np.repeat(times[:, None], 32, 1).astype(np.float32), rate=50.0,
+                                     offset=0.0125), "layers": Vec(np.array([2], np.int32))}, {})
+    stages = {k: v for k, v in STAGES.items() if not k.startswith("opensmile")}
+    cache = write_fake_cache(tmp_path / "cache", _items(), {**stages, "ssl": {"frames": ("seq", 32)}},
+                             dataset="affwild2", result=result, overrides={"ssl": ssl})
+    config = Path(__file__).resolve().parent.parent / "docs" / "configs" / "emmanet_ssl.toml"
+    emmanet = load_all()["emmanet"]
+    head_config = emmanet.make_config("demo", {"audio_stage": "ssl", "audio_array": "frames"})
+    data = FrameData(Cache(cache), "affwild2", emmanet.inputs(head_config), "8class", Timeline(step_s=0.5),
+                     {"ssl": ssl})
+    audio = data.frames("A").streams["audio"][:, 0]
+    expected = [0.0125 + np.arange(25 * k, 25 * k + 25).mean() / 50 for k in range(8)]
+    np.testing.assert_allclose(audio, expected, atol=1e-6)
+    rc = heads_main(["train", "--model", "emmanet", "--cache", str(cache), "--protocol", "official", "--quiet",
+                     "--preset", "demo", "--config", str(config), "--set", f"ssl.model={model}",
+                     "--set", "ssl.layers=[-1]", "--set", "epochs=1", "--out", str(tmp_path / "run")])
+    assert rc == 0
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["config"]["audio_stage"] == "ssl" and record["features"]["ssl"]["keys"]
