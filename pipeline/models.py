@@ -32,7 +32,7 @@ IDENTITY_FILES = ("config.json", "preprocessor_config.json", "feature_extractor_
 def how_to_provide(model: str, who: str) -> str:
     """The ways to make `model` available, for error messages."""
     return (f"give a local folder with --set {who}.model=/path/to/model, or put it in the Hugging Face "
-            f"cache on a machine with network (`huggingface-cli download {model}`, or "
+            f"cache on a machine with network (`hf download {model}`, or "
             f"`from_pretrained('{model}')` once) and copy the cache here (HF_HOME={_hf_home()})")
 
 

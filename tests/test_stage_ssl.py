@@ -147,7 +147,7 @@ def test_no_model_exits_2_with_how_to_give_one(tmp_path, capsys):
     assert "--set ssl.model=" in err and "No model ships" in err
     assert extract(csv, tmp_path / "cache", "--stages", "ssl", "--set", "ssl.model=nobody/no-such-model") == 2
     err = capsys.readouterr().err
-    assert "nobody/no-such-model" in err and "local Hugging Face cache" in err and "huggingface-cli download" in err
+    assert "nobody/no-such-model" in err and "local Hugging Face cache" in err and "hf download" in err
 
 
 def test_found_in_the_hf_cache_by_id_and_named_by_content(models, tmp_path, monkeypatch):
