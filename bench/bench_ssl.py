@@ -107,7 +107,8 @@ def time_bare_loop(paths, model, threads):
 
 def cache_bytes(cache, sets):
     from pipeline.api import Cache
-    from pipeline.graph import parse_set, resolve
+    from pipeline.graph import resolve
+    from pipeline.options import parse_set
     spec = resolve(["ssl"], parse_set(sets))[-1]
     c = Cache(cache)
     return sum((Path(cache) / shard).stat().st_size for shard, config_id, *_ in c.index.shards()

@@ -11,10 +11,10 @@ import argparse
 import shlex
 import sys
 import time
-import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.options import add_manifests_option
 from pipeline.registry import UnknownName
 from pipeline.stage import ConfigError
 
@@ -32,9 +32,13 @@ class StagesMissing(Exception):
 
 def main(argv=None):
     from pipeline.api import NotInCache
+    from pipeline.shard import ShardError
+    from pipeline.store import IndexDamaged
+    from pipeline.presets import use_manifest_dirs
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        use_manifest_dirs(args.manifests)
         return args.func(args) or 0
     except StagesMissing as e:
         print(f"heads: {e}", file=sys.stderr)
@@ -43,6 +47,9 @@ def main(argv=None):
             FileNotFoundError) as e:
         print(f"heads: error: {e}", file=sys.stderr)
         return 2
+    except (IndexDamaged, ShardError) as e:     # the cache needs repair: one line, the command that repairs it
+        print(f"heads: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _parser():
@@ -88,6 +95,7 @@ def _parser():
     r = sub.add_parser("report", help="table of runs side by side, with the papers' numbers")
     r.add_argument("runs", nargs="+")
     r.set_defaults(func=cmd_report)
+    add_manifests_option(sub)
     return p
 
 
@@ -122,29 +130,14 @@ def _variants(cls):
 
 def head_config(cls, preset, config_file, pairs):
     """(head Config, stage overrides): `--set key=value` and top-level keys of
-    the TOML file are head options; `--set stage.key=value` and TOML tables
-    are the options of a stage the head reads (as on `pipeline extract`)."""
-    overrides = {}
-    if config_file:
-        try:
-            overrides.update(tomllib.loads(Path(config_file).read_text()))
-        except OSError as e:
-            raise UsageError(f"--config {config_file}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"--config {config_file}: not valid TOML: {e}") from None
-    for pair in pairs:
-        key, eq, raw = pair.partition("=")
-        if not eq or not key:
-            raise UsageError(f"--set {pair!r}: expected KEY=VALUE")
-        try:
-            overrides[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            overrides[key.strip()] = raw          # a bare word: a string
-    stages = {k: v for k, v in overrides.items() if isinstance(v, dict)}
-    for key in [k for k in overrides if "." in k]:
-        label, _, option = key.partition(".")
-        stages.setdefault(label, {})[option] = overrides.pop(key)
-    head = {k: v for k, v in overrides.items() if k not in stages}
+    the TOML file are head options; `--set stage.key=value` and the file's
+    tables are the options of a stage the head reads, as on `pipeline extract`
+    (a `stages` list there is pipeline extract's, not a head option)."""
+    from pipeline.options import head_options, stage_options
+    dotted = [p for p in pairs if "." in p.partition("=")[0]]
+    _, stages = stage_options(config_file, dotted)
+    head = head_options(config_file, [p for p in pairs if p not in dotted])
+    head = {k: v for k, v in head.items() if not isinstance(v, dict) and k != "stages"}
     return cls.make_config(preset, head), stages
 
 
@@ -176,6 +169,12 @@ def _toml_value(v):
     return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
 
 
+def _notice_unmounted(cache, dataset):
+    from pipeline.cli import unmounted_notice
+    if not cache.corpus_present(dataset):
+        unmounted_notice("heads", cache.datasets()[dataset]["root"])
+
+
 def _ratios(text):
     try:
         parts = tuple(int(x) for x in text.split(":"))
@@ -202,6 +201,7 @@ def cmd_train(args):
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)
+    _notice_unmounted(cache, dataset)
     check_cache(cache, dataset, cls, config, stages)
 
     data = cls.open_data(cache, dataset, config, stages)
@@ -263,6 +263,7 @@ def cmd_evaluate(args):
     part = args.part or ("test" if dataset == record["dataset"] else "all")
     if part == "test" and dataset != record["dataset"]:
         raise UsageError(f"--part test needs the run's own dataset ({record['dataset']}); use --part all")
+    _notice_unmounted(cache, dataset)
     stages = record.get("stage_overrides") or {}
     check_cache(cache, dataset, cls, config, stages)
     data = cls.open_data(cache, dataset, config, stages)

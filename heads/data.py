@@ -1,21 +1,17 @@
 """Training data from the cache: a torch Dataset over any set of stage outputs.
 
-`open_data(cache, dataset, inputs, labelset)` finds, for every item the label
-set keeps, where each needed output lives (shard, row) under the current cache
-keys, and refuses missing or stale outputs with the `pipeline extract` command
-that makes them. Items whose extraction failed are dropped and listed.
+`Data(cache, dataset, inputs, labelset)` asks the cache (`Cache.locate`)
+where each needed output lives (shard, row) for every item the label set
+keeps, and refuses missing or stale outputs with the `pipeline extract`
+command that makes them. Items whose extraction failed are dropped and listed.
 
-Reading is by whole shard: the first time a process needs any row of a shard,
-it reads that shard's arrays in one go (values and offsets) and keeps them, so
-an epoch costs one HDF5 read per shard and array, not one per item. Nothing is
-read until an item is asked for, and each DataLoader worker reads (or inherits
-by fork) its own copy; no HDF5 handle is kept open across a fork.
+Rows are read on demand through `pipeline.shard.ShardReader`, which keeps a
+bounded number of shard files open per process and opens its own in each
+DataLoader worker, so memory does not grow with the corpus.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,69 +19,9 @@ from torch.utils.data import Dataset
 
 from pipeline import labels as labelsets
 from pipeline.api import NotInCache
+from pipeline.shard import ShardReader
 
 from . import tasks
-
-# (cache dir, shard, array[, "times"]) -> what was read; per process.
-_SHARD_ARRAYS: dict = {}
-_SHARD_PID = [os.getpid()]
-
-
-def _per_process(key, read):
-    if _SHARD_PID[0] != os.getpid():        # a forked worker: start its own table
-        _SHARD_ARRAYS.clear()
-        _SHARD_PID[0] = os.getpid()
-    if key not in _SHARD_ARRAYS:
-        _SHARD_ARRAYS[key] = read()
-    return _SHARD_ARRAYS[key]
-
-
-def shard_array(cache_dir, shard, array):
-    """The whole of one array of one shard: (values, offsets) — offsets is None for vectors."""
-    return _per_process((str(cache_dir), shard, array),
-                        lambda: _read_shard_array(Path(cache_dir) / shard, array))
-
-
-def shard_times(cache_dir, shard, array):
-    """Seconds of every step of one sequence array of one shard (index it
-    with the array's offsets), read whole like `shard_array`."""
-    return _per_process((str(cache_dir), shard, array, "times"),
-                        lambda: _read_shard_times(Path(cache_dir) / shard, array))
-
-
-def _read_shard_times(path, array):
-    import h5py
-    with h5py.File(path, "r", locking=False) as f:
-        g = f["arrays"][array]
-        if "times" in g:
-            return g["times"][()]
-        # No stored times: each row's steps run at the array's rate from the row's offset.
-        offsets = g["offsets"][()]
-        lengths = np.diff(offsets)
-        starts = np.repeat(np.asarray(g.attrs["offsets_s"], dtype=np.float64), lengths)
-        steps = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
-        return starts + steps / float(g.attrs["rate"])
-
-
-def _read_shard_array(path, array):
-    import h5py
-    with h5py.File(path, "r", locking=False) as f:
-        if array not in f["arrays"]:
-            known = ", ".join(f["arrays"])
-            raise KeyError(f"{path}: no array {array!r} (it has: {known})")
-        g = f["arrays"][array]
-        values = g["values"][()]
-        if values.dtype.kind == "O":
-            values = np.array([v.decode() if isinstance(v, bytes) else v for v in values])
-        offsets = g["offsets"][()] if g.attrs["kind"] == "seq" else None
-    return values, offsets
-
-
-def array_dims(cache_dir, shard, array) -> tuple:
-    """Trailing shape of an array (e.g. (240,) for fbank with deltas)."""
-    import h5py
-    with h5py.File(Path(cache_dir) / shard, "r", locking=False) as f:
-        return tuple(int(x) for x in f["arrays"][array].attrs["dims"])
 
 
 @dataclass
@@ -102,19 +38,15 @@ def locate(cache, dataset, label, item_ids, overrides=None) -> Source:
     """Source for `label` (with stage `overrides`, as `--set STAGE.KEY=VALUE`
     gives them); raises NotInCache (with the command to run) when any wanted
     item lacks an up-to-date output."""
-    specs, keys = cache.keys([label], dataset, overrides)
-    spec = specs[-1]
-    by_id = dict(zip((it.id for it in cache.items(dataset)), keys[label]))
-    wanted = [by_id[i] for i in item_ids]
-    locs = cache.index.locations(wanted)
-    _done, errors = cache.index.existing(spec.config_id)
-    failed = {i: errors[by_id[i]] for i in item_ids if by_id[i] in errors}
-    lacking = [i for i in item_ids if by_id[i] not in locs and i not in failed]
+    spec = cache.spec(label, overrides)
+    found = cache.locate(spec, dataset, item_ids)
+    lacking = [i for i, loc in found.items() if loc.state in ("missing", "stale")]
     if lacking:
         raise NotInCache(f"{len(lacking)} item(s) lack an up-to-date {label} output "
-                         f"(e.g. {', '.join(lacking[:3])})")
-    return Source(label, spec.config_id, {i: by_id[i] for i in item_ids},
-                  {i: locs[by_id[i]] for i in item_ids if by_id[i] in locs}, failed)
+                         f"(e.g. {', '.join(lacking[:3])}: {found[lacking[0]].reason})")
+    return Source(label, spec.config_id, {i: loc.key for i, loc in found.items()},
+                  {i: (loc.shard, loc.row) for i, loc in found.items() if loc.state == "current"},
+                  {i: loc.reason for i, loc in found.items() if loc.state == "failed"})
 
 
 class Data:
@@ -122,6 +54,7 @@ class Data:
 
     def __init__(self, cache, dataset, inputs: dict, labelset: str, overrides=None):
         self.cache_dir = cache.dir
+        self.reader = ShardReader(cache.dir)
         self.dataset = cache.dataset(dataset)
         self.inputs = dict(inputs)
         items = cache.items(self.dataset)
@@ -176,7 +109,7 @@ class Data:
                 continue
             src = self.sources[inp.stage]
             shard = next(iter(src.locations.values()))[0]
-            dims = array_dims(self.cache_dir, shard, inp.array)
+            dims = self.reader.dims(shard, inp.array)
             out[name] = int(np.prod(dims)) if dims else 1
         return out
 
@@ -193,6 +126,17 @@ class Data:
     def item_of(self, example_id) -> str:
         """The item an example (a prediction's id) comes from."""
         return example_id
+
+    def read(self, item_id, inp, array, cap=None):
+        """One array of an item's output of `inp`'s stage (the row's key checked)."""
+        src = self.sources[inp.stage]
+        shard, row = src.locations[item_id]
+        return self.reader.array(shard, row, array, src.keys[item_id], cap or None)
+
+    def times(self, item_id, inp, array):
+        src = self.sources[inp.stage]
+        shard, row = src.locations[item_id]
+        return self.reader.times(shard, row, array, src.keys[item_id])
 
 
 class CachedDataset(Dataset):
@@ -213,16 +157,7 @@ class CachedDataset(Dataset):
         item_id = self.ids[i]
         out = {"id": item_id, "label": self.data.labels[item_id]}
         for name, inp in self.data.inputs.items():
-            shard, row = self.data.sources[inp.stage].locations[item_id]
-            values, offsets = shard_array(self.data.cache_dir, shard, inp.array)
-            if offsets is None:
-                x = values[row]
-            else:
-                a, b = offsets[row], offsets[row + 1]
-                if inp.cap:
-                    b = min(b, a + inp.cap)
-                x = values[a:b]
-            out[name] = _as_features(x, inp.kind)
+            out[name] = _as_features(self.data.read(item_id, inp, inp.array, inp.cap), inp.kind)
             if self.data.item_stats is not None and name in self.data.item_stats[item_id]:
                 mean, std = self.data.item_stats[item_id][name]
                 out[name] = (out[name] - mean) / std

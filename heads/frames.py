@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from pipeline import labels as labelsets
 
-from .data import Data, shard_array, shard_times
+from .data import Data
 
 DROPPED = -1                        # a frame the label set leaves out
 
@@ -180,11 +180,8 @@ class FrameData(Data):
 
     def _read(self, item_id, inp, array):
         """(values, times, all-usable flags) of one array of the item's output."""
-        shard, row = self.sources[inp.stage].locations[item_id]
-        values, offsets = shard_array(self.cache_dir, shard, array)
-        a, b = offsets[row], offsets[row + 1]
-        times = shard_times(self.cache_dir, shard, array)[a:b]
-        return values[a:b], times, np.ones(b - a, bool)
+        values = self.read(item_id, inp, array)
+        return values, self.times(item_id, inp, array), np.ones(len(values), bool)
 
     def subset(self, ids, train=False) -> "WindowDataset":
         return WindowDataset(self, list(ids), train)

@@ -10,15 +10,13 @@ the numbers the paper reports (manifests/papers.toml).
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.presets import MANIFESTS
 
 RESULTS = "results.json"
-PAPERS_FILE = MANIFESTS / "papers.toml"
+PAPERS_FILE = "papers.toml"     # a packaged manifest
 
 # Report columns: summary metric -> header, in table order. A table shows the
 # columns its runs have (a classification's WA..MF1, a regression's ACC-2..r).
@@ -119,9 +117,8 @@ def plot_curves(path, runs, metric="ua"):
 
 
 def paper_results() -> list:
-    if not PAPERS_FILE.exists():
-        return []
-    return tomllib.loads(PAPERS_FILE.read_text()).get("result", [])
+    from pipeline.presets import packaged
+    return packaged(PAPERS_FILE).get("result", [])
 
 
 def matching_papers(record, papers=None) -> list:

@@ -6,17 +6,25 @@
     feats["Ses01F_impro01_F000"].arrays["fbank"]      # (T, 80) float32
     feats["Ses01F_impro01_F000"].times["fbank"]       # (T,) seconds
 
-`load` refuses outputs made from inputs that have changed since (stale) and
-says which `pipeline extract` command brings them up to date.
+`Cache.locate` is the one answer to "where is each item's output, and is it
+current?"; `status`, `load` and the heads all go through it. `load` refuses
+outputs made from inputs that have changed since (stale) and says which
+`pipeline extract` command brings them up to date. A Cache only reads: it
+opens the index read-only and writes nothing under the cache folder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .digests import FileDigests
 from .graph import InputDigests, closure, item_keys, resolve
 from .manifest import read_manifest
-from .store import FileDigests, Index, ShardReader, default_cache_dir
+from .shard import ShardReader
+from .store import Index, default_cache_dir
+
+STATES = ("current", "stale", "missing", "failed")
 
 
 class NotInCache(LookupError):
@@ -34,11 +42,10 @@ class Features:
 class Cache:
     def __init__(self, cache_dir=None):
         self.dir = Path(cache_dir or default_cache_dir())
-        if not (self.dir / "index.sqlite").exists():
-            raise FileNotFoundError(f"no emocache cache at {self.dir} (run `pipeline extract` first)")
-        self.index = Index(self.dir)
+        self.index = Index(self.dir, readonly=True)
         self.reader = ShardReader(self.dir)
         self._items = {}
+        self._inputs = {}       # dataset -> the InputDigests of the last keys computed
 
     def datasets(self) -> dict:
         return self.index.datasets()
@@ -61,73 +68,103 @@ class Cache:
             self._items[name] = read_manifest(self.dir / "manifests" / f"{name}.jsonl")
         return self._items[name]
 
-    def keys(self, labels, dataset=None, overrides=None) -> tuple:
-        """(specs, {label: keys aligned with items}) for the current manifest."""
-        return self.keys_of(resolve(labels, overrides), dataset)
+    def use_items(self, dataset, items):
+        """Judge outputs against these items (a corpus just read) instead of
+        the manifest stored in the cache; nothing is written."""
+        self._items[dataset] = list(items)
 
-    def keys_of(self, specs, dataset=None) -> tuple:
+    def spec(self, label, overrides=None):
+        """The StageSpec of a label ("fbank@tsin"); a StageSpec passes through."""
+        return label if hasattr(label, "config_id") else resolve([label], overrides)[-1]
+
+    def corpus_present(self, dataset=None) -> bool:
+        """Whether the dataset's recorded corpus root is there. When it is not,
+        outputs are judged by the media digests recorded at extraction
+        (`unverified`), so a cache works where its corpus is not mounted."""
+        return os.path.exists(self.datasets()[self.dataset(dataset)]["root"])
+
+    def keys_of(self, specs, dataset=None) -> dict:
+        """{label: keys aligned with items} for `specs` and what they consume."""
         name = self.dataset(dataset)
         specs = [c for s in specs for c in closure(s)]
-        files = FileDigests(self.index)
-        keys = item_keys(specs, self.items(name), InputDigests(files), name)
+        files = FileDigests(self.index, trust_recorded=not self.corpus_present(name))
+        digests = InputDigests(files)
+        keys = item_keys(specs, self.items(name), digests, name)
         files.save()
-        return specs, keys
+        self._inputs[name] = digests
+        return keys
+
+    def locate(self, label, dataset=None, items=None, overrides=None) -> dict:
+        """item id -> store.Location (shard, row, state, reason) of stage spec
+        `label` for `items` (ids; default: every item), in that order."""
+        name = self.dataset(dataset)
+        spec = self.spec(label, overrides)
+        keys = dict(zip((it.id for it in self.items(name)), self.keys_of([spec], name)[spec.label]))
+        wanted = list(keys) if items is None else list(items)
+        unknown = [i for i in wanted if i not in keys]
+        if unknown:
+            raise NotInCache(f"items not in dataset {name}: {', '.join(unknown[:5])}")
+        inputs = self._inputs[name]
+        return {loc.item_id: _judged(loc, inputs)
+                for loc in self.index.lookup(spec.config_id, [keys[i] for i in wanted], wanted)}
 
     def status(self, label, dataset=None, overrides=None) -> dict:
-        """Item ids that are up to date / stale / missing / failed for one stage spec."""
-        return self.status_of(resolve([label], overrides)[-1], dataset)
-
-    def status_of(self, spec, dataset=None) -> dict:
-        _, keys = self.keys_of([spec], dataset)
-        label = spec.label
-        done, failed = self.index.existing(spec.config_id)
-        stored = self.index.item_keys(spec.config_id)
-        out = {"up to date": [], "stale": [], "missing": [], "failed": []}
-        for item, key in zip(self.items(dataset), keys[label]):
-            state = ("up to date" if key in done else "failed" if key in failed
-                     else "stale" if item.id in stored else "missing")
-            out[state].append(item.id)
-        out["errors"] = {i: failed[k] for i, k in zip((it.id for it in self.items(dataset)), keys[label])
-                         if k in failed}
-        out["spec"] = spec
+        """Item ids per state (current / stale / missing / failed), the failed
+        items' messages, and the spec, for one stage spec."""
+        found = self.locate(label, dataset, overrides=overrides)
+        out = {state: [i for i, loc in found.items() if loc.state == state] for state in STATES}
+        out["unverified"] = [i for i, loc in found.items() if loc.unverified]
+        out["errors"] = {i: loc.reason for i, loc in found.items() if loc.state == "failed"}
+        out["missing inputs"] = {i: loc.reason for i, loc in found.items() if loc.reason.startswith("input file")}
+        out["spec"] = self.spec(label, overrides)
         return out
 
     def load(self, label, item_ids=None, dataset=None, overrides=None, allow_stale=False) -> dict:
         """item id -> Features for stage spec `label` (e.g. "fbank", "fbank@tsin")."""
         name = self.dataset(dataset)
-        specs, keys = self.keys([label], name, overrides)
-        spec = specs[-1]
-        by_id = {it.id: k for it, k in zip(self.items(name), keys[label])}
-        wanted = list(by_id) if item_ids is None else list(item_ids)
-        unknown = [i for i in wanted if i not in by_id]
-        if unknown:
-            raise NotInCache(f"items not in dataset {name}: {', '.join(unknown[:5])}")
-        locs = self.index.locations(by_id[i] for i in wanted)
-        lacking = [i for i in wanted if by_id[i] not in locs]
-        if lacking and allow_stale:
-            stored = self.index.item_keys(spec.config_id)
-            locs.update(self.index.locations(stored[i] for i in lacking if i in stored))
-            by_id.update({i: stored[i] for i in lacking if i in stored})
-            lacking = [i for i in wanted if by_id[i] not in locs]
+        spec = self.spec(label, overrides)
+        found = self.locate(spec, name, item_ids)
+        if allow_stale:
+            found = {i: self._any_output(spec, loc) for i, loc in found.items()}
+        lacking = [i for i, loc in found.items() if loc.state != "current"]
         if lacking:
-            raise NotInCache(f"{len(lacking)} item(s) lack an up-to-date {label} output "
-                             f"(e.g. {', '.join(lacking[:3])}); run: pipeline extract --cache {self.dir} "
-                             f"--dataset {name} --stages {label}")
-        return {i: self._features(*locs[by_id[i]], by_id[i]) for i in wanted}
+            raise NotInCache(f"{len(lacking)} item(s) lack an up-to-date {spec.label} output "
+                             f"(e.g. {', '.join(lacking[:3])}: {found[lacking[0]].reason}); run: "
+                             f"pipeline extract --cache {self.dir} --dataset {name} --stages {spec.label}")
+        return {i: self._features(loc) for i, loc in found.items()}
 
-    def _features(self, shard, row, key):
-        arrays, meta = self.reader.row(shard, row)
-        attrs = self.reader.attrs(shard)["arrays"]
-        times = {n: self.reader.times(shard, row, n) for n, a in attrs.items() if a["kind"] == "seq"}
-        return Features(arrays, meta, times, key)
+    def _any_output(self, spec, loc):
+        """A stale item's stored output, for looking at (inspect)."""
+        if loc.state != "stale":
+            return loc
+        key, shard, row = self.index.stored_location(spec.config_id, loc.item_id)
+        return type(loc)(loc.item_id, key, "current", shard, row)
+
+    def _features(self, loc):
+        arrays, meta = self.reader.row(loc.shard, loc.row, loc.key)
+        kinds = self.reader.attrs(loc.shard)["arrays"]
+        times = {n: self.reader.times(loc.shard, loc.row, n) for n, a in kinds.items() if a["kind"] == "seq"}
+        return Features(arrays, meta, times, loc.key)
 
     def stage_attrs(self, label, dataset=None, overrides=None) -> dict:
         """Facts shared by a stage output (e.g. column names), from any of its shards."""
-        spec = resolve([label], overrides)[-1]
-        for shard, config_id, n, _d in self.index.shards():
+        spec = self.spec(label, overrides)
+        for shard, config_id, n, *_ in self.index.shards():
             if config_id == spec.config_id and n:
                 return self.reader.attrs(shard)["stage_attrs"]
         return {}
+
+
+def _judged(loc, inputs):
+    """A location seen in the light of the item's input files: a missing file
+    makes it missing (its output is not trusted blindly); a recorded digest
+    stands in for an unmounted corpus (unverified)."""
+    if loc.item_id in inputs.missing and loc.state in ("current", "stale"):
+        paths = ", ".join(inputs.missing[loc.item_id])
+        return replace(loc, state="missing", reason=f"input file missing ({paths}); its stored output is not used")
+    if loc.item_id in inputs.unverified and loc.state == "current":
+        return replace(loc, unverified=True)
+    return loc
 
 
 def load(label, item_ids=None, cache_dir=None, **kw) -> dict:

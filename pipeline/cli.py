@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from pathlib import Path
 
+from .options import add_manifests_option
 from .registry import UnknownName
 from .stage import ConfigError
 from .store import default_cache_dir
@@ -18,12 +18,19 @@ class UsageError(Exception):
 
 def main(argv=None):
     from .api import NotInCache
+    from .shard import ShardError
+    from .store import IndexDamaged
+    from .presets import use_manifest_dirs
     args = _parser().parse_args(argv)
     try:
+        use_manifest_dirs(args.manifests)
         return args.func(args) or 0
     except (UsageError, UnknownName, ConfigError, FileNotFoundError, NotInCache) as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2
+    except (IndexDamaged, ShardError) as e:     # the cache needs repair: one line, the command that repairs it
+        print(f"pipeline: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pipeline: interrupted; finished batches are kept", file=sys.stderr)
         return 130
@@ -51,14 +58,12 @@ def _parser():
     ls = sub.add_parser("list", help="corpora, stages and named configurations")
     ls.set_defaults(func=cmd_list)
 
-    c = sub.add_parser("config", help="a stage's options and defaults, as TOML")
+    c = sub.add_parser("config", help="a stage's options and defaults, or a named configuration's, as TOML")
     c.add_argument("stage")
     c.set_defaults(func=cmd_config)
 
-    v = sub.add_parser("verify", help="re-hash every shard; name any corrupt or missing one")
-    v.add_argument("--cache", default=default_cache_dir())
-    v.add_argument("--fix", action="store_true", help="forget bad shards so the next extract recomputes them")
-    v.set_defaults(func=cmd_verify)
+    _maintenance_commands(sub)
+    add_manifests_option(sub)
 
     i = sub.add_parser("inspect", help="print (and plot) one item's stage output")
     i.add_argument("item")
@@ -80,6 +85,25 @@ def _parser():
     return p
 
 
+def _maintenance_commands(sub):
+    v = sub.add_parser("verify", help="re-hash every shard; name any corrupt or missing one")
+    v.add_argument("--cache", default=default_cache_dir())
+    v.add_argument("--fix", action="store_true", help="forget bad shards so the next extract recomputes them")
+    v.add_argument("--rebuild-index", action="store_true",
+                   help="rebuild index.sqlite from the shards and manifests, then verify")
+    v.set_defaults(func=cmd_verify)
+
+    g = sub.add_parser("gc", help="remove stage configurations nothing asks for (dry run unless --yes)")
+    g.add_argument("--cache", default=default_cache_dir())
+    g.add_argument("--keep-for", metavar="HEAD[,HEAD...]", help="keep what these heads read (as --for)")
+    g.add_argument("--preset", help="with --keep-for: the heads' preset (default paper)")
+    g.add_argument("--keep", nargs="+", metavar="LABEL", help="keep these stage specs (and what they consume)")
+    g.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="remove only configurations not written to for this many days")
+    g.add_argument("--yes", action="store_true", help="delete (default: print what would go)")
+    g.set_defaults(func=cmd_gc)
+
+
 def _selection_args(p):
     p.add_argument("--dataset", help="corpus reader name (default: the one the cache holds)")
     p.add_argument("--root", help="corpus folder (default: the one recorded in the cache)")
@@ -93,38 +117,36 @@ def _selection_args(p):
 # --- selection: specs, dataset, items ---------------------------------------
 
 def _specs(args):
-    from .graph import default_labels, parse_set, resolve
-    from .presets import head_stage_lists
-    file_cfg = _read_config_file(args.config) if args.config else {}
-    labels = _labels(args, file_cfg, head_stage_lists, default_labels)
-    overrides = {k: v for k, v in file_cfg.items() if isinstance(v, dict)}
-    for label, values in parse_set(args.set).items():
-        overrides.setdefault(label, {}).update(values)
-    return resolve(labels, overrides)
+    from .graph import default_labels, resolve
+    from .options import stage_options
+    file_stages, overrides = stage_options(args.config, args.set)
+    return resolve(_labels(args, file_stages, default_labels), overrides)
 
 
-def _labels(args, file_cfg, head_lists, default_labels):
+def _labels(args, file_stages, default_labels):
     if args.stages:
         return [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.for_head:
-        lists = head_lists()
-        if args.for_head not in lists:
-            raise UsageError(f"--for {args.for_head}: no stage list for that head "
+        return head_labels([args.for_head])
+    return list(file_stages or default_labels())
+
+
+def head_labels(heads, preset=None) -> list:
+    """The stage specs `--for HEAD` extracts, for each head (a `--preset`
+    other than paper reads `manifests/<head>_<preset>.toml` when it exists)."""
+    from .presets import head_stage_lists
+    lists = head_stage_lists()
+    out = []
+    for head in heads:
+        name = f"{head}_{preset}" if preset and preset != "paper" and f"{head}_{preset}" in lists else head
+        if name not in lists:
+            raise UsageError(f"--for {head}: no stage list for that head "
                              f"(known: {', '.join(sorted(lists)) or 'none'})")
-        return lists[args.for_head]
-    return list(file_cfg.get("stages") or default_labels())
+        out += [label for label in lists[name] if label not in out]
+    return out
 
 
-def _read_config_file(path):
-    try:
-        return tomllib.loads(Path(path).read_text())
-    except OSError as e:
-        raise UsageError(f"--config {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"--config {path}: not valid TOML: {e}") from None
-
-
-def _dataset_and_root(args, index):
+def _dataset_and_root(args, index, must_exist=True):
     known = index.datasets()
     dataset = args.dataset
     if dataset is None:
@@ -134,9 +156,14 @@ def _dataset_and_root(args, index):
     root = args.root or known.get(dataset, {}).get("root")
     if root is None:
         raise UsageError(f"--root is required: the cache has no recorded root for {dataset}")
-    if not os.path.exists(root):
+    if not os.path.exists(root) and (must_exist or args.root):
         raise UsageError(f"corpus root {root} does not exist")
     return dataset, os.path.abspath(root)
+
+
+def unmounted_notice(prog, root):
+    print(f"{prog}: the corpus root {root} is not there; outputs are judged by the digests recorded "
+          f"at extraction (unverified)", file=sys.stderr)
 
 
 def _read_items(dataset, root):
@@ -227,21 +254,24 @@ def _print_summary(dataset, n_items, tallies, seconds):
 
 def cmd_status(args):
     from .api import Cache
-    from .plan import record_dataset
     cache = Cache(args.cache)
     specs = _specs(args)
-    dataset, root = _dataset_and_root(args, cache.index)
-    items = _read_items(dataset, root)
-    record_dataset(cache.index, args.cache, dataset, root, {}, items)
-    cache._items.pop(dataset, None)
+    dataset, root = _dataset_and_root(args, cache.index, must_exist=False)
+    if os.path.exists(root):
+        cache.use_items(dataset, _read_items(dataset, root))
+    else:
+        unmounted_notice("pipeline", root)
+    items = cache.items(dataset)
     print(f"{dataset} at {root}: {len(items)} items")
     print(f"{'stage':<22}{'state':<12}{'current':>9}{'stale':>9}{'missing':>9}{'failed':>9}")
     for spec in specs:
-        st = cache.status_of(spec, dataset)
-        n = {k: len(st[k]) for k in ("up to date", "stale", "missing", "failed")}
-        state = "up to date" if n["up to date"] + n["failed"] == len(items) else \
-            "stale" if n["stale"] else "missing"
-        print(f"{spec.label:<22}{state:<12}{n['up to date']:>9}{n['stale']:>9}{n['missing']:>9}{n['failed']:>9}")
+        st = cache.status(spec, dataset)
+        n = {k: len(st[k]) for k in ("current", "stale", "missing", "failed")}
+        state = ("unverified" if st["unverified"] else "up to date") if n["current"] + n["failed"] == len(items) \
+            else "stale" if n["stale"] else "missing"
+        print(f"{spec.label:<22}{state:<12}{n['current']:>9}{n['stale']:>9}{n['missing']:>9}{n['failed']:>9}")
+        for item_id, why in list(st["missing inputs"].items())[:10]:
+            print(f"  {item_id}: {why}")
         if args.errors:
             for item_id, msg in st["errors"].items():
                 print(f"  {item_id}: {msg}")
@@ -266,34 +296,83 @@ def cmd_list(args):
 
 
 def cmd_config(args):
+    """`fbank`: the defaults; `fbank@tsin`: the named configuration, resolved
+    (printed as a table `--config` accepts)."""
     import dataclasses
     import tomli_w
+    from .presets import named_configs
+    from .stage import make_config
     from .stages import load_all
-    cls = load_all().get_or_fail(args.stage)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
-    unset = [k for k, v in defaults.items() if v is None]
-    print(f"# {cls.name} v{cls.version}; options left out are None by default: {', '.join(unset) or 'none'}")
-    print(tomli_w.dumps({cls.name: {k: (list(v) if isinstance(v, tuple) else v)
-                                    for k, v in defaults.items() if v is not None}}), end="")
+    stage_name, _, name = args.stage.partition("@")
+    cls = load_all().get_or_fail(stage_name)
+    values = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+    header = f"# {cls.name} v{cls.version}"
+    if name:
+        known = named_configs()
+        if args.stage not in known:
+            raise UnknownName(f"unknown named configuration {args.stage!r} (known: "
+                              f"{', '.join(sorted(k for k in known if k.startswith(stage_name + '@'))) or 'none'})")
+        _stage, overrides, where = known[args.stage]
+        values = dataclasses.asdict(make_config(cls, {**values, **overrides}))
+        header += f"; named configuration from {where}, setting {', '.join(sorted(overrides)) or 'nothing'}"
+    unset = [k for k, v in values.items() if v is None]
+    print(f"{header}; options left out are None: {', '.join(unset) or 'none'}")
+    print(tomli_w.dumps({args.stage: {k: (list(v) if isinstance(v, tuple) else v)
+                                      for k, v in values.items() if v is not None}}), end="")
 
 
 def cmd_verify(args):
-    from .store import Index, verify
-    if not (Path(args.cache) / "index.sqlite").exists():
+    from .store import INDEX_FILE, Index, rebuild_index, verify
+    if args.rebuild_index:
+        counts = rebuild_index(args.cache)
+        print(f"rebuilt {Path(args.cache) / INDEX_FILE} from {counts['shards']} shard(s) "
+              f"and {counts['datasets']} manifest(s)")
+    if not (Path(args.cache) / INDEX_FILE).exists():
         raise UsageError(f"no cache at {args.cache}")
     report = verify(args.cache)
     print(f"{len(report['ok'])} shards ok")
+    for problem in report["problems"]:
+        print(f"problem: {problem}")
     for kind in ("corrupt", "missing", "unindexed"):
         for shard in report[kind]:
             print(f"{kind}: {Path(args.cache) / shard}")
     bad = report["corrupt"] + report["missing"]
     if bad and args.fix:
-        index = Index(args.cache)
-        for shard in bad:
-            index.drop_shard(shard)
-            (Path(args.cache) / shard).unlink(missing_ok=True)
+        Index(args.cache).drop_shards(bad)
         print(f"forgot {len(bad)} shard(s); the next extract recomputes their items")
-    return 1 if bad and not args.fix else 0
+    if report["problems"]:
+        print(f"to rebuild the index from the shards: pipeline verify --rebuild-index --cache {args.cache}")
+    return 1 if report["problems"] or (bad and not args.fix) else 0
+
+
+def cmd_gc(args):
+    from .gc import collect, remove
+    from .graph import resolve
+    from .store import Index
+    if not (args.keep_for or args.keep or args.older_than is not None):
+        raise UsageError("say what to keep: --keep-for HEAD[,HEAD...], --keep LABEL..., and/or --older-than DAYS")
+    if args.older_than is not None and args.older_than < 0:
+        raise UsageError("--older-than must be >= 0 days")
+    labels = head_labels(args.keep_for.split(","), args.preset) if args.keep_for else []
+    labels += [label for label in args.keep or () if label not in labels]
+    keep = {c.config_id for spec in resolve(labels) for c in _closure(spec)}
+    with _locked(args.cache):
+        index = Index(args.cache)
+        doomed = collect(index, keep, args.older_than)
+        for d in doomed:
+            print(f"{'removing' if args.yes else 'would remove'} {d.label or d.config_id} "
+                  f"({d.config_id}): {d.shards} shard(s), {d.bytes / 2**20:.1f} MiB")
+        total = sum(d.bytes for d in doomed) / 2**20
+        if args.yes:
+            remove(index, doomed)
+            print(f"removed {len(doomed)} configuration(s), {total:.1f} MiB")
+        else:
+            print(f"{len(doomed)} configuration(s), {total:.1f} MiB; dry run: add --yes to delete")
+
+
+def _closure(spec):
+    from .graph import closure
+    return closure(spec)
 
 
 def cmd_inspect(args):

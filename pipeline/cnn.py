@@ -149,7 +149,7 @@ def weights_identity(arch, weights, weights_path=None, seed=None) -> dict:
         from importlib.metadata import version
         return {"weights": RANDOM, "seed": seed, "torch": version("torch"),
                 "torchvision": version("torchvision")}
-    from .store import remembered_digest
+    from .digests import remembered_digest
     path = weights_file(arch, weights, weights_path)
     return {"weights": weights, "weights_file": os.path.basename(path),
             "weights_digest": remembered_digest(path)}

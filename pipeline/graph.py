@@ -6,10 +6,9 @@ the stage reads, keys of the upstream outputs it consumes).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 
+from .digests import canonical, digest_text
 from .presets import named_configs
 from .registry import UnknownName
 from .stage import ConfigError, make_config
@@ -41,37 +40,12 @@ class StageSpec:
     def config_id(self):
         """Names the configuration (not the inputs): shards of one config share a folder."""
         ident = canonical([self.name, self.stage.version, self.key_config, self.stage.identity()])
-        return _digest(ident)[:16]
+        return digest_text(ident)[:16]
 
     def describe(self):
         return {"label": self.label, "stage": self.name, "version": self.stage.version,
                 "config": asdict(self.stage.config), "identity": self.stage.identity(),
                 "config_id": self.config_id}
-
-
-def canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=list)
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def parse_set(pairs) -> dict:
-    """`--set stage.key=value` -> {stage label: {key: value}}; values parse as TOML."""
-    import tomllib
-    out = {}
-    for pair in pairs or ():
-        target, eq, raw = pair.partition("=")
-        label, dot, key = target.partition(".")
-        if not (eq and dot and key):
-            raise ConfigError(f"--set {pair!r}: expected STAGE.KEY=VALUE")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw   # a bare word: take it as a string
-        out.setdefault(label, {})[key] = value
-    return out
 
 
 def resolve(labels, overrides=None) -> list:
@@ -137,11 +111,16 @@ def default_labels():
 
 
 class InputDigests:
-    """Digests of the Item fields stages read, memoised per run."""
+    """Digests of the Item fields stages read, memoised per run. Notes which
+    items had a media file missing (`missing`: item id -> paths) and which
+    were judged by a recorded digest because the corpus is not mounted
+    (`unverified`: item ids)."""
 
     def __init__(self, files):
-        self.files = files      # store.FileDigests
+        self.files = files      # digests.FileDigests
         self._memo = {}
+        self.missing = {}
+        self.unverified = set()
 
     def field(self, item, name) -> str:
         key = (item.id, name)
@@ -149,18 +128,23 @@ class InputDigests:
             self._memo[key] = _FIELD_DIGESTS[name](self, item)
         return self._memo[key]
 
-    def media(self, media) -> str:
+    def media(self, item, media) -> str:
         if media is None:
             return "none"
-        return f"{self.files.digest(media.path)}|{media.start}|{media.end}|{media.region}"
+        digest, state = self.files.digest_and_state(media.path)
+        if state == "missing":
+            self.missing.setdefault(item.id, []).append(media.path)
+        elif state == "recorded":
+            self.unverified.add(item.id)
+        return f"{digest}|{media.start}|{media.end}|{media.region}"
 
 
 _FIELD_DIGESTS = {
-    "audio": lambda d, item: d.media(item.audio),
-    "video": lambda d, item: d.media(item.video),
-    "text": lambda d, item: _digest(canonical([item.text, item.text_clean])),
-    "words": lambda d, item: _digest(canonical([[w.word, w.start, w.end] for w in item.words or ()])),
-    "labels": lambda d, item: _digest(canonical(item.labels)),
+    "audio": lambda d, item: d.media(item, item.audio),
+    "video": lambda d, item: d.media(item, item.video),
+    "text": lambda d, item: digest_text(canonical([item.text, item.text_clean])),
+    "words": lambda d, item: digest_text(canonical([[w.word, w.start, w.end] for w in item.words or ()])),
+    "labels": lambda d, item: digest_text(canonical(item.labels)),
 }
 
 
@@ -174,7 +158,7 @@ def item_keys(specs, items, digests, dataset) -> dict:
         head = canonical([spec.name, spec.stage.version, spec.key_config, spec.stage.identity(), dataset])
         ups = list(spec.upstream.items())
         keys[spec.label] = [
-            _digest(canonical([head, item.id,
+            digest_text(canonical([head, item.id,
                                [digests.field(item, f) for f in spec.stage.reads],
                                [(role, keys[up.label][i]) for role, up in ups]]))
             for i, item in enumerate(items)]

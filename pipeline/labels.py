@@ -14,16 +14,14 @@ the set is a classification or a regression.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from .registry import UnknownName
 
-LABELSETS_FILE = Path(__file__).resolve().parent.parent / "manifests" / "labelsets.toml"
+LABELSETS_FILE = "labelsets.toml"
 
 
 @dataclass(frozen=True)
@@ -38,10 +36,16 @@ class LabelSet:
 
 @lru_cache(maxsize=None)
 def _sets() -> dict:
-    """corpus -> (label key, {set name: LabelSet})."""
-    with open(LABELSETS_FILE, "rb") as f:
-        data = tomllib.load(f)
-    return {corpus: _parse_corpus(corpus, entry) for corpus, entry in data.items()}
+    """corpus -> (label key, {set name: LabelSet}): the packaged sets, then
+    those of user manifests (a name already taken is an error)."""
+    from .presets import packaged, user_labelsets
+    out = {corpus: _parse_corpus(corpus, entry) for corpus, entry in packaged(LABELSETS_FILE).items()}
+    for corpus, name, spec, where in user_labelsets():
+        key, sets = out.setdefault(corpus, (spec.get("label", "label"), {}))
+        if name in sets:
+            raise ValueError(f"{where}: label set {corpus}/{name} is already declared")
+        sets[name] = _parse_set(corpus, name, spec, key)
+    return out
 
 
 def _parse_corpus(corpus, entry):

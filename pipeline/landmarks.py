@@ -39,7 +39,7 @@ def packaged_model(filename, who="") -> str:
 
 
 def sha256_of(path) -> str:
-    from .store import remembered_digest
+    from .digests import remembered_digest
     return remembered_digest(path, "sha256")
 
 

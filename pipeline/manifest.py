@@ -85,13 +85,6 @@ def _drop_empty(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None and v != {} and v != ()}
 
 
-def write_manifest(items, path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for item in items:
-            f.write(item.to_json())
-            f.write("\n")
-
-
 def read_manifest(path) -> list:
     with open(path, encoding="utf-8") as f:
         return [Item.from_dict(json.loads(line)) for line in f if line.strip()]

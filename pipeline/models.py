@@ -11,7 +11,7 @@ provide it.
 A model enters cache keys by the digest of the files that decide its
 output (weights, config, preprocessing, tokenizer), never by its path, so
 moving the folder recomputes nothing. File digests are remembered against
-size and mtime (pipeline.store.remembered_digest).
+size and mtime (pipeline.digests.remembered_digest).
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def model_config(model: str, who: str = "model") -> dict:
 def model_digest(model: str, who: str = "model") -> str:
     """Digest of the files that decide the model's output, by name and content
     (not by where the folder is)."""
-    from .store import remembered_digest
+    from .digests import remembered_digest
     path = find_model(model, who)
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(os.listdir(path)):

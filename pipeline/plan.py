@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .graph import InputDigests, item_keys
 from .runner import StageTally
-from .store import FileDigests, Index
+from .digests import FileDigests
+from .store import Index
 
 
 @dataclass
@@ -23,26 +24,30 @@ class SpecPlan:
     todo: list = field(default_factory=list)            # item indices to compute
     failed_before: dict = field(default_factory=dict)   # index -> cached error message
     reused: int = 0
-    stale: int = 0      # items whose stored output was made from other inputs
 
 
 def make_plan(index, specs, items, dataset, retry_failed=False) -> list:
+    """Per spec, which items to compute: the index's lookup decides what is
+    current. A shard found missing or resized is forgotten (and its file
+    removed), so its items are computed again."""
     files = FileDigests(index)
     keys = item_keys(specs, items, InputDigests(files), dataset)
     files.save()
     plans = []
+    ids = [it.id for it in items]
     for spec in specs:
-        done, failed = index.existing(spec.config_id)
-        stored = index.item_keys(spec.config_id) if len(done) < len(items) else {}
         p = SpecPlan(spec, keys[spec.label])
-        for i, k in enumerate(p.keys):
-            if k in done:
+        found = index.lookup(spec.config_id, p.keys, ids)
+        damaged = {loc.shard for loc in found if loc.shard and loc.state != "current"}
+        if damaged:
+            index.drop_shards(sorted(damaged))
+        for i, loc in enumerate(found):
+            if loc.state == "current":
                 p.reused += 1
-            elif k in failed and not retry_failed:
-                p.failed_before[i] = failed[k]
+            elif loc.state == "failed" and not retry_failed:
+                p.failed_before[i] = loc.reason
             else:
                 p.todo.append(i)
-                p.stale += items[i].id in stored
         plans.append(p)
     return plans
 
@@ -106,21 +111,32 @@ def _payload(cache_dir, group, batch, items, item_json, want, rows, all_keys):
 
 
 def record_dataset(index, cache_dir, dataset, root, options, items) -> str:
-    """Write the manifest into the cache (when it changed) and remember the root."""
+    """Write the manifest into the cache (when it changed) and remember the
+    root, in the index and beside the manifest (so the index can be rebuilt)."""
     # The repr of the Items is a faithful, cheap fingerprint (dataclass fields in
     # a fixed order); JSON is written only when it changed.
     digest = hashlib.blake2b(repr(items).encode(), digest_size=16).hexdigest()
     known = index.datasets().get(dataset)
-    path = Path(cache_dir) / "manifests" / f"{dataset}.jsonl"
+    folder = Path(cache_dir) / "manifests"
+    path = folder / f"{dataset}.jsonl"
     changed = not known or known["manifest_digest"] != digest
     if changed or not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(item.to_json() + "\n" for item in items), encoding="utf-8")
-        tmp.replace(path)
+        _write_atomically(path, "".join(item.to_json() + "\n" for item in items))
     if changed or known["root"] != str(root) or known["options"] != options:
+        info = {"root": str(root), "options": options, "manifest_digest": digest, "n_items": len(items)}
+        _write_atomically(folder / f"{dataset}.json", json.dumps(info, sort_keys=True) + "\n")
         index.record_dataset(dataset, root, options, digest, len(items))
     return digest
+
+
+def _write_atomically(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def extract(cache_dir, dataset, items, specs, executor_factory, retry_failed=False,

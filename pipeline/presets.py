@@ -1,39 +1,109 @@
-"""Named stage configurations and per-head stage lists, read from manifests/*.toml.
+"""The manifests: data files (TOML) that name stage configurations, head
+stage lists, label sets and paper tables.
 
-A file declares named configurations as tables `[stage.<stage>.<name>]`
-(giving `<stage>@<name>`) and, optionally, `extract = ["fbank@tsin", ...]`:
-the stages `pipeline extract --for <file stem>` extracts.
+The packaged ones are the package `manifests` (the repo's top-level
+`manifests/` folder, shipped in the wheel), read through importlib.resources.
+A user's own are read after them from `--manifests DIR` and from
+`$EMOCACHE_MANIFESTS` (a path list, `:`-separated). A user file may declare
+
+    [stage.<stage>.<name>]       a named configuration `<stage>@<name>`
+    extract = ["fbank@mine"]     the stage list `--for <file stem>` extracts
+    [labelsets.<corpus>.sets.<name>]   a label set, as in labelsets.toml
+
+A user file or entry whose name is already taken (by a packaged one or
+another user file) is an error, never a silent shadow.
 """
 from __future__ import annotations
 
+import os
 import tomllib
+from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+from .stage import ConfigError
+
+_USER_DIRS: list = []
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    name: str           # file name, e.g. "tsin.toml"
+    source: str         # "packaged" or the user folder
+    data: dict
+
+
+def use_manifest_dirs(dirs):
+    """Add user manifest folders (the `--manifests` option), read after the
+    packaged ones and $EMOCACHE_MANIFESTS."""
+    _USER_DIRS[:] = [str(d) for d in dirs or ()]
+    for cached in (manifest_files, named_configs, head_stage_lists):
+        cached.cache_clear()
+
+
+def user_dirs() -> list:
+    from_env = [d for d in os.environ.get("EMOCACHE_MANIFESTS", "").split(os.pathsep) if d]
+    return from_env + _USER_DIRS
+
+
+def packaged(name) -> dict:
+    """One packaged manifest file, parsed."""
+    return tomllib.loads(resources.files("manifests").joinpath(name).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
+def manifest_files() -> tuple:
+    """Every manifest file, packaged first; a clashing user file name is a ConfigError."""
+    out = [ManifestFile(p.name, "packaged", tomllib.loads(p.read_text(encoding="utf-8")))
+           for p in sorted(resources.files("manifests").iterdir(), key=lambda p: p.name)
+           if p.name.endswith(".toml")]
+    seen = {f.name: f.source for f in out}
+    for folder in user_dirs():
+        if not Path(folder).is_dir():
+            raise ConfigError(f"manifests folder {folder} does not exist")
+        for path in sorted(Path(folder).glob("*.toml")):
+            if path.name in seen:
+                raise ConfigError(f"user manifest {path} has the name of a {seen[path.name]} one "
+                                  f"({path.name}); rename it")
+            seen[path.name] = str(folder)
+            out.append(ManifestFile(path.name, str(folder), _parse(path)))
+    return tuple(out)
+
+
+def _parse(path):
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"manifest {path}: {e}") from None
 
 
 @lru_cache(maxsize=None)
 def named_configs() -> dict:
     """'stage@name' -> (stage, overrides dict, source file)."""
     out = {}
-    for path in sorted(MANIFESTS.glob("*.toml")):
-        data = tomllib.loads(path.read_text())
-        for stage, table in data.get("stage", {}).items():
+    for f in manifest_files():
+        for stage, table in f.data.get("stage", {}).items():
             for name, overrides in table.items():
                 label = f"{stage}@{name}"
                 if label in out:
-                    raise ValueError(f"{label} is declared twice ({out[label][2]} and {path.name})")
-                out[label] = (stage, overrides, path.name)
+                    raise ConfigError(f"{label} is declared twice ({out[label][2]} and {_where(f)})")
+                out[label] = (stage, overrides, _where(f))
     return out
 
 
 @lru_cache(maxsize=None)
 def head_stage_lists() -> dict:
     """file stem -> list of stage specs it needs (`extract = [...]`)."""
-    out = {}
-    for path in sorted(MANIFESTS.glob("*.toml")):
-        data = tomllib.loads(path.read_text())
-        if "extract" in data:
-            out[path.stem] = list(data["extract"])
-    return out
+    return {f.name[:-len(".toml")]: list(f.data["extract"]) for f in manifest_files() if "extract" in f.data}
+
+
+def user_labelsets() -> list:
+    """(corpus, set name, table, where) for the label sets user manifests declare."""
+    return [(corpus, name, spec, _where(f)) for f in manifest_files() if f.source != "packaged"
+            for corpus, entry in f.data.get("labelsets", {}).items()
+            for name, spec in entry.get("sets", {}).items()]
+
+
+def _where(f) -> str:
+    return f.name if f.source == "packaged" else str(Path(f.source) / f.name)

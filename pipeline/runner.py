@@ -49,7 +49,7 @@ def _stage_for(spec):
 
 
 def _reader(cache_dir):
-    from .store import ShardReader
+    from .shard import ShardReader
     if cache_dir not in _READERS:
         _READERS[cache_dir] = ShardReader(cache_dir)
     return _READERS[cache_dir]
@@ -58,7 +58,7 @@ def _reader(cache_dir):
 def execute_task(payload) -> list:
     """Compute every spec of the task for its items; one shard per spec."""
     from .manifest import Item
-    from .store import check_consistent, write_shard
+    from .shard import check_consistent, write_shard
     cache_dir = payload["cache_dir"]
     items = [Item.from_dict(json.loads(s)) for s in payload["items"]]
     memos = [dict() for _ in items]

@@ -1,40 +1,29 @@
-"""The cache on disk: HDF5 shards, the SQLite index, file digests, verification.
+"""The SQLite index of a cache: where each output is, per-item errors, media
+digests; orphan adoption, lookup, verification and rebuilding.
 
 Layout of a cache folder:
 
     index.sqlite                     keys -> shard rows, per-item errors, file digests
     manifests/<dataset>.jsonl        the manifest of each extracted dataset
-    shards/<stage>/<config_id>/<shard>.h5
+    manifests/<dataset>.json         its root and digest (the index's datasets row)
+    shards/<stage>/<config_id>/<shard>.h5      (format: pipeline/shard.py)
 
-Shard layout (one file per task and stage configuration, written once):
-
-    attrs: format, stage, label, version, config_id, config (JSON), stage_attrs (JSON)
-    keys, items, meta            (N,) strings: cache key, item id, per-item JSON
-    errors/keys, errors/items, errors/messages     items that failed
-    arrays/<name>/values         "seq": (sum of T_i, ...) concatenated;
-                                 "vec": (N, ...) stacked
-    arrays/<name>/offsets        "seq" only: (N + 1,) int64, item i is
-                                 values[offsets[i]:offsets[i + 1]]
-    arrays/<name>/times          optional (sum T_i,) seconds, per step
-    arrays/<name> attrs: kind, dims (trailing shape), rate (Hz, or NaN),
-                         offsets_s (per-item time of step 0, in meta when not 0)
-
-A shard is written under a temporary name and renamed into place when
-complete, so a shard that exists is whole. The index is derived data: a
-shard that exists but is not in the index (the run was killed between the
-rename and the commit) is adopted on the next run.
+The index is derived data: everything in it but media digests can be
+rebuilt from the shards and manifests (`pipeline verify --rebuild-index`).
+A shard that exists but is not indexed (the run was killed between the
+rename and the commit) is adopted on the next run. Readers open the index
+read-only and write nothing under the cache.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT = "emocache-shard/1"
-TMP_MARK = ".tmp-"
+from .shard import TMP_MARK, read_receipt, shard_files
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, root TEXT, options TEXT,
@@ -52,20 +41,64 @@ CREATE INDEX IF NOT EXISTS errors_by_item ON errors (config_id, item_id);
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,
     inode INTEGER, digest TEXT);
 """
+INDEX_FILE = "index.sqlite"
 
 
 def default_cache_dir():
     return os.environ.get("EMOCACHE_DIR", ".emocache")
 
 
+class IndexDamaged(Exception):
+    """index.sqlite cannot be read; it can be rebuilt from the shards."""
+
+
+@dataclass
+class Location:
+    """Where one item's output of one stage configuration is, and whether it is current.
+
+    state: "current" (an output made from the item's present inputs), "stale"
+    (only an output from other inputs), "missing" (never extracted, its shard
+    is gone, or an input file is missing), or "failed" (the stage recorded this
+    input as bad); `reason` says why when it is not current."""
+    item_id: str
+    key: str
+    state: str
+    shard: str | None = None
+    row: int | None = None
+    reason: str = ""
+    unverified: bool = False    # current by the digests recorded at extraction (corpus not mounted)
+
+
 class Index:
-    def __init__(self, cache_dir):
+    def __init__(self, cache_dir, readonly=False):
         self.root = Path(cache_dir)
+        self.readonly = readonly
+        path = self.root / INDEX_FILE
+        if readonly and not path.exists():
+            raise FileNotFoundError(f"no emocache cache at {self.root} (run `pipeline extract` first)")
+        try:
+            self.db = self._connect(path)
+        except sqlite3.DatabaseError as e:
+            raise IndexDamaged(f"the index {path} cannot be read ({e}); rebuild it from the shards "
+                               f"with `pipeline verify --rebuild-index --cache {self.root}`") from None
+        self._shard_bytes = None
+
+    def _connect(self, path):
+        if self.readonly:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
         self.root.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.root / "index.sqlite", timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        db = sqlite3.connect(path, timeout=60)
+        # A rollback journal, not WAL: a read-only connection then needs no
+        # -shm/-wal files, so reading a cache never writes beside it.
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def close(self):
+        self.db.close()
 
     # --- datasets ----------------------------------------------------------
     def record_dataset(self, name, root, options, manifest_digest, n_items):
@@ -81,23 +114,16 @@ class Index:
 
     # --- configs, entries, errors -------------------------------------------
     def record_config(self, spec):
+        self._record_config(spec.config_id, spec.name, spec.label, spec.stage.version, spec.describe())
+
+    def _record_config(self, config_id, stage, label, version, description):
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO configs VALUES (?,?,?,?,?)",
-                            (spec.config_id, spec.name, spec.label, spec.stage.version,
-                             json.dumps(spec.describe(), sort_keys=True)))
+                            (config_id, stage, label, version, json.dumps(description, sort_keys=True)))
 
-    def configs(self):
-        return self.db.execute("SELECT config_id, stage, label, version, config FROM configs").fetchall()
-
-    def existing(self, config_id) -> tuple:
-        """(set of keys with outputs, {key: error message}) for one configuration."""
-        done = {k for (k,) in self.db.execute("SELECT key FROM entries WHERE config_id=?", (config_id,))}
-        failed = dict(self.db.execute("SELECT key, message FROM errors WHERE config_id=?", (config_id,)))
-        return done, failed
-
-    def item_keys(self, config_id) -> dict:
-        """item id -> key currently stored for that configuration (for 'stale')."""
-        return dict(self.db.execute("SELECT item_id, key FROM entries WHERE config_id=?", (config_id,)))
+    def config_rows(self) -> dict:
+        """config_id -> (stage, label) of every recorded configuration."""
+        return {c: (s, lb) for c, s, lb in self.db.execute("SELECT config_id, stage, label FROM configs")}
 
     def locations(self, keys) -> dict:
         """key -> (shard relative path, row) for keys that have outputs."""
@@ -109,30 +135,92 @@ class Index:
             out.update({k: (s, r) for k, s, r in self.db.execute(q, chunk)})
         return out
 
-    def commit_receipt(self, r):
+    def lookup(self, config_id, keys, item_ids) -> list:
+        """A Location per item (aligned with `keys`, `item_ids`): the one answer
+        to "where is this output, and is it current?". An output whose shard
+        is gone or changed size since it was indexed counts as missing."""
+        found = self.locations(keys)
+        failed = dict(self.db.execute("SELECT key, message FROM errors WHERE config_id=?", (config_id,)))
+        stored = None
+        out = []
+        for key, item_id in zip(keys, item_ids):
+            if key in found:
+                shard, row = found[key]
+                problem = self.shard_problem(shard)
+                out.append(Location(item_id, key, "missing" if problem else "current", shard, row, problem))
+            elif key in failed:
+                out.append(Location(item_id, key, "failed", reason=failed[key]))
+            else:
+                if stored is None:
+                    stored = dict(self.db.execute("SELECT item_id, key FROM entries WHERE config_id=?",
+                                                  (config_id,)))
+                out.append(Location(item_id, key, "stale", reason="made from other inputs") if item_id in stored
+                           else Location(item_id, key, "missing", reason="never extracted"))
+        return out
+
+    def stored_location(self, config_id, item_id):
+        """(key, shard, row) of the output stored for an item, whatever its inputs were."""
+        return self.db.execute("SELECT key, shard, row FROM entries WHERE config_id=? AND item_id=?",
+                               (config_id, item_id)).fetchone()
+
+    def shard_problem(self, shard) -> str:
+        """'' when the shard file is there with its indexed size (a stat, no read)."""
+        if self._shard_bytes is None:
+            self._shard_bytes = dict(self.db.execute("SELECT shard, bytes FROM shards"))
+        try:
+            size = (self.root / shard).stat().st_size
+        except OSError:
+            return f"its shard {shard} is missing"
+        expected = self._shard_bytes.get(shard)
+        return "" if expected in (None, size) else f"its shard {shard} changed size"
+
+    def commit_receipt(self, r, worker=None):
         """Record a written shard. Keys already indexed keep their first row."""
         with self.db:
             self.db.execute("INSERT OR IGNORE INTO shards VALUES (?,?,?,?,?,?,?,?)",
                             (r["shard"], r["config_id"], len(r["keys"]), len(r["errors"]),
-                             r["digest"], r["bytes"], time.time(), r.get("worker", "adopted")))
+                             r["digest"], r["bytes"], r.get("created", time.time()),
+                             worker or r.get("worker", "adopted")))
             self.db.executemany("INSERT OR IGNORE INTO entries VALUES (?,?,?,?,?)",
                                 [(k, r["config_id"], i, r["shard"], row)
                                  for row, (k, i) in enumerate(zip(r["keys"], r["items"]))])
             self.db.executemany("INSERT OR REPLACE INTO errors VALUES (?,?,?,?,?)",
                                 [(k, r["config_id"], i, m, r["shard"]) for k, i, m in r["errors"]])
             self.db.executemany("DELETE FROM errors WHERE key=?", [(k,) for k in r["keys"]])
+        self._shard_bytes = None
 
     def forget_errors(self, config_id):
         with self.db:
             self.db.execute("DELETE FROM errors WHERE config_id=?", (config_id,))
 
     def shards(self):
-        return self.db.execute("SELECT shard, config_id, n_items, digest FROM shards").fetchall()
+        return self.db.execute("SELECT shard, config_id, n_items, digest, bytes, created FROM shards").fetchall()
 
-    def drop_shard(self, shard):
+    def drop_shards(self, shards, delete_files=True):
+        """Forget shards (so their items are recomputed) and delete their files."""
         with self.db:
-            for table in ("entries", "errors", "shards"):
-                self.db.execute(f"DELETE FROM {table} WHERE shard=?", (shard,))
+            for shard in shards:
+                for table in ("entries", "errors", "shards"):
+                    self.db.execute(f"DELETE FROM {table} WHERE shard=?", (shard,))
+        self._shard_bytes = None
+        if delete_files:
+            for shard in shards:
+                (self.root / shard).unlink(missing_ok=True)
+
+    def drop_configs(self, config_ids):
+        with self.db:
+            for cid in config_ids:
+                for table in ("entries", "errors", "shards", "configs"):
+                    self.db.execute(f"DELETE FROM {table} WHERE config_id=?", (cid,))
+        self._shard_bytes = None
+
+    # --- media digests (digests.FileDigests) --------------------------------
+    def file_rows(self) -> dict:
+        return {p: (s, m, i, d) for p, s, m, i, d in self.db.execute("SELECT * FROM files")}
+
+    def save_file_rows(self, rows):
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)", rows)
 
     # --- shards on disk that the index does not know yet -------------------
     def adopt_orphans(self, config_ids=None) -> int:
@@ -140,10 +228,7 @@ class Index:
         and delete temporary files of killed writers."""
         known = {s for (s, *_rest) in self.shards()}
         adopted = 0
-        base = self.root / "shards"
-        if not base.exists():
-            return 0
-        for path in _shard_files(base, config_ids, include_tmp=True):
+        for path in shard_files(self.root, config_ids, include_tmp=True):
             rel = str(path.relative_to(self.root))
             if TMP_MARK in path.name:
                 path.unlink(missing_ok=True)
@@ -153,325 +238,89 @@ class Index:
         return adopted
 
 
-def _shard_files(base, config_ids, include_tmp=False):
-    for stage_dir in base.iterdir():
-        for cfg_dir in stage_dir.iterdir():
-            if config_ids is not None and cfg_dir.name not in config_ids:
-                continue
-            for path in cfg_dir.iterdir():
-                if path.suffix == ".h5" or (include_tmp and TMP_MARK in path.name):
-                    yield path
-
-
-class FileDigests:
-    """Content digests of media files, re-hashed only when (size, mtime, inode) change."""
-
-    def __init__(self, index: Index):
-        self.db = index.db
-        self._rows = {p: (s, m, i, d) for p, s, m, i, d in self.db.execute("SELECT * FROM files")}
-        self._dirty = []
-
-    def digest(self, path) -> str:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return f"missing:{path}"
-        row = self._rows.get(path)
-        if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return row[3]
-        d = file_digest(path)
-        self._rows[path] = (st.st_size, st.st_mtime_ns, st.st_ino, d)
-        self._dirty.append((path, st.st_size, st.st_mtime_ns, st.st_ino, d))
-        return d
-
-    def save(self):
-        if self._dirty:
-            with self.db:
-                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)", self._dirty)
-            self._dirty = []
-
-
-def file_digest(path, algorithm="xxh3_128") -> str:
-    if algorithm == "xxh3_128":
-        import xxhash
-        h = xxhash.xxh3_128()
-    else:
-        import hashlib
-        h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-_DIGESTS_FILE = os.path.join(os.path.expanduser("~"), ".cache", "emocache", "file-digests.json")
-_digest_memo = {}   # (algorithm, path) -> (size, mtime_ns, digest), this process
-
-
-def remembered_digest(path, algorithm="xxh3_128") -> str:
-    """Digest of a large file that is not corpus media (model weights, vector
-    files), hashed once and remembered by (size, mtime) in this process and in
-    a small JSON file under ~/.cache/emocache, so a rerun that changes nothing
-    does not re-read them. (Corpus media use FileDigests, kept in the index.)"""
-    path = os.path.abspath(path)
-    st = os.stat(path)
-    sig = (st.st_size, st.st_mtime_ns)
-    key = f"{algorithm}:{path}"
-    hit = _digest_memo.get(key) or _load_digests().get(key)
-    if hit and tuple(hit[:2]) == sig:
-        _digest_memo[key] = tuple(hit)
-        return hit[2]
-    digest = file_digest(path, algorithm)
-    _digest_memo[key] = (*sig, digest)
-    _save_digest(key, (*sig, digest))
-    return digest
-
-
-def _load_digests() -> dict:
-    try:
-        with open(_DIGESTS_FILE, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-def _save_digest(key, row):
-    """Best effort: a read-only home only costs a re-hash next time."""
-    try:
-        table = _load_digests()
-        table[key] = list(row)
-        os.makedirs(os.path.dirname(_DIGESTS_FILE), exist_ok=True)
-        tmp = f"{_DIGESTS_FILE}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(table, f)
-        os.replace(tmp, _DIGESTS_FILE)
-    except OSError:
-        pass
-
-
-# --- writing ---------------------------------------------------------------
-
-def write_shard(cache_dir, spec_info, keys, items, results, errors, stage_attrs) -> dict:
-    """Write one shard atomically and return its receipt (what the index needs).
-
-    `results` are stage Results aligned with keys/items; `errors` is a list of
-    (key, item id, message). The shard's name is derived from its keys, so a
-    task that is run twice (a worker died) writes the same file.
-    """
-    import h5py
-    import numpy as np
-    from .graph import _digest, canonical
-
-    rel_dir = Path("shards") / spec_info["stage"] / spec_info["config_id"]
-    name = _digest(canonical([keys, [e[0] for e in errors]])) + ".h5"
-    final = Path(cache_dir) / rel_dir / name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}")
-    try:
-        _write_file(h5py, np, tmp, spec_info, keys, items, results, errors, stage_attrs)
-        digest = file_digest(tmp)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return {"shard": str(rel_dir / name), "config_id": spec_info["config_id"], "keys": list(keys),
-            "items": list(items), "errors": [list(e) for e in errors], "digest": digest,
-            "bytes": final.stat().st_size}
-
-
-def _write_file(h5py, np, tmp, spec_info, keys, items, results, errors, stage_attrs):
-    with h5py.File(tmp, "w", libver="latest") as f:
-        f.attrs.update(format=FORMAT, stage=spec_info["stage"], label=spec_info["label"],
-                       version=spec_info["version"], config_id=spec_info["config_id"],
-                       config=json.dumps(spec_info["config"], sort_keys=True), stage_attrs=json.dumps(stage_attrs))
-        _strings(f, "keys", keys)
-        _strings(f, "items", items)
-        _strings(f, "meta", [json.dumps(r.meta, sort_keys=True) for r in results])
-        _strings(f, "errors/keys", [e[0] for e in errors])
-        _strings(f, "errors/items", [e[1] for e in errors])
-        _strings(f, "errors/messages", [e[2] for e in errors])
-        for arr_name in (results[0].arrays if results else {}):
-            _write_array(f.create_group(f"arrays/{arr_name}"), [r.arrays[arr_name] for r in results], np)
-
-
-def _strings(f, name, values):
-    import h5py
-    values = list(values)
-    if values:
-        f.create_dataset(name, data=values, dtype=h5py.string_dtype())
-    else:
-        f.create_dataset(name, shape=(0,), dtype=h5py.string_dtype())
-
-
-def _write_array(g, arrays, np):
-    first = arrays[0]
-    g.attrs["kind"] = first.kind
-    if first.kind == "vec":
-        values = np.stack([_as_array(a.data, np) for a in arrays])
-        _values(g, values, np)
-        g.attrs["dims"] = np.array(values.shape[1:], dtype=np.int64)
-        return
-    datas = [_as_array(a.data, np) for a in arrays]
-    lengths = np.array([len(d) for d in datas], dtype=np.int64)
-    g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-    values = np.concatenate(datas) if len(datas) else np.zeros((0,))
-    _values(g, values, np)
-    g.attrs["dims"] = np.array(values.shape[1:], dtype=np.int64)
-    rates = {a.rate for a in arrays}
-    g.attrs["rate"] = float(first.rate) if len(rates) == 1 and first.rate is not None else float("nan")
-    g.attrs["offsets_s"] = [float(a.offset) for a in arrays]
-    if any(a.times is not None for a in arrays):
-        g.create_dataset("times", data=np.concatenate(
-            [np.asarray(a.times if a.times is not None else _rate_times(a, len(d), np), dtype=np.float64)
-             for a, d in zip(arrays, datas)]))
-
-
-def _rate_times(a, n, np):
-    return a.offset + np.arange(n) / a.rate
-
-
-def _values(g, values, np):
-    if values.dtype.kind in "OU":
-        _strings(g, "values", [str(v) for v in values.reshape(-1)])
-        return
-    g.create_dataset("values", data=values, chunks=True if values.size else None)
-
-
-def _as_array(data, np):
-    arr = np.asarray(data)
-    return arr.astype(str) if arr.dtype.kind == "U" else arr
-
-
-def check_consistent(results):
-    """The arrays of all items in a shard must agree in names, kind and trailing shape."""
-    ref = results[0]
-    for r in results[1:]:
-        if r.arrays.keys() != ref.arrays.keys():
-            return f"array names differ: {sorted(r.arrays)} vs {sorted(ref.arrays)}"
-        for name, a in r.arrays.items():
-            b = ref.arrays[name]
-            sa, sb = _shape(a), _shape(b)
-            if a.kind != b.kind or sa[1 if a.kind == "seq" else 0:] != sb[1 if b.kind == "seq" else 0:]:
-                return f"array {name}: shape {sa} does not match {sb}"
-    return None
-
-
-def _shape(a):
-    import numpy as np
-    return np.shape(a.data)
-
-
-def read_receipt(cache_dir, rel) -> dict:
-    import h5py
-    path = Path(cache_dir) / rel
-    with h5py.File(path, "r", locking=False) as f:
-        keys = _read_strings(f["keys"])
-        items = _read_strings(f["items"])
-        errors = list(zip(_read_strings(f["errors/keys"]), _read_strings(f["errors/items"]),
-                          _read_strings(f["errors/messages"])))
-        config_id = f.attrs["config_id"]
-    return {"shard": rel, "config_id": config_id, "keys": keys, "items": items,
-            "errors": errors, "digest": file_digest(path), "bytes": path.stat().st_size}
-
-
-def _read_strings(ds):
-    return [s.decode() if isinstance(s, bytes) else s for s in ds[()]] if ds.shape[0] else []
-
-
-# --- reading ---------------------------------------------------------------
-
-class ShardReader:
-    """Opens shards lazily, read-only and without HDF5 file locks, one handle
-    per file per process (handles never cross a fork)."""
-
-    def __init__(self, cache_dir):
-        self.cache_dir = Path(cache_dir)
-        self._files = {}
-        self._layouts = {}
-        self._pid = os.getpid()
-
-    def file(self, rel):
-        import h5py
-        if os.getpid() != self._pid:
-            self._files, self._layouts, self._pid = {}, {}, os.getpid()
-        if rel not in self._files:
-            self._files[rel] = h5py.File(self.cache_dir / rel, "r", locking=False)
-        return self._files[rel]
-
-    def row(self, rel, row) -> tuple:
-        """(arrays dict, meta dict) of one item."""
-        layout, meta = self._layout(rel)
-        arrays = {name: _read_row(parts, row) for name, parts in layout.items()}
-        return arrays, json.loads(_read_strings_at(meta, row))
-
-    def _layout(self, rel):
-        """Per array (offsets or None for "vec", values dataset, holds strings),
-        and the meta dataset: looked up once per shard, because h5py's group and
-        attribute lookups cost several times more than reading one row."""
-        f = self.file(rel)   # first: after a fork it resets both caches
-        if rel not in self._layouts:
-            arrays = {}
-            for name, g in f["arrays"].items():
-                values = g["values"]
-                offsets = g["offsets"][()] if g.attrs["kind"] == "seq" else None
-                arrays[name] = (offsets, values, values.dtype.kind == "O")
-            self._layouts[rel] = (arrays, f["meta"])
-        return self._layouts[rel]
-
-    def times(self, rel, row, name):
-        """Seconds of each step of a sequence array for one item."""
-        import numpy as np
-        g = self.file(rel)["arrays"][name]
-        a, b = g["offsets"][row:row + 2]
-        if "times" in g:
-            return g["times"][a:b]
-        return float(g.attrs["offsets_s"][row]) + np.arange(b - a) / float(g.attrs["rate"])
-
-    def attrs(self, rel) -> dict:
-        f = self.file(rel)
-        return {"stage_attrs": json.loads(f.attrs["stage_attrs"]), "config": json.loads(f.attrs["config"]),
-                "arrays": {n: dict(g.attrs) for n, g in f["arrays"].items()}}
-
-    def close(self):
-        for f in self._files.values():
-            f.close()
-        self._files = {}
-        self._layouts = {}
-
-
-def _read_row(parts, row):
-    offsets, values, strings = parts
-    v = values[row] if offsets is None else values[offsets[row]:offsets[row + 1]]
-    if strings:
-        import numpy as np
-        v = np.array([s.decode() if isinstance(s, bytes) else s for s in np.atleast_1d(v)], dtype=str)
-    return v
-
-
-def _read_strings_at(ds, row):
-    s = ds[row]
-    return s.decode() if isinstance(s, bytes) else s
-
-
-# --- verification ----------------------------------------------------------
+# --- verification and rebuilding -------------------------------------------
 
 def verify(cache_dir) -> dict:
-    """Re-hash every indexed shard: 'ok', 'corrupt', 'missing'; plus unindexed files."""
-    index = Index(cache_dir)
-    report = {"ok": [], "corrupt": [], "missing": [], "unindexed": []}
+    """Check the index (SQLite's quick_check), the manifests, and every shard
+    (re-hashed): 'ok', 'corrupt', 'missing' shards, unindexed files, and
+    'problems' with the index or manifests. Reads only."""
+    index = Index(cache_dir, readonly=True)
+    report = {"ok": [], "corrupt": [], "missing": [], "unindexed": [], "problems": []}
+    try:
+        check = index.db.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            report["problems"] += [f"index: {row[0]}" for row in check[:5]]
+        report["problems"] += _manifest_problems(cache_dir, index.datasets())
+        _check_shards(cache_dir, index.shards(), report)
+    except (sqlite3.DatabaseError, ValueError, TypeError) as e:     # rows too damaged to read
+        report["problems"].append(f"index: unreadable ({e})")
+    finally:
+        index.close()
+    return report
+
+
+def _check_shards(cache_dir, rows, report):
     known = set()
-    for shard, _cfg, _n, digest in index.shards():
+    for shard, _cfg, _n, digest, _bytes, _created in rows:
         known.add(shard)
         path = Path(cache_dir) / shard
         if not path.exists():
             report["missing"].append(shard)
-        elif file_digest(path) != digest:
+        elif _digest_of(path) != digest:
             report["corrupt"].append(shard)
         else:
             report["ok"].append(shard)
-    base = Path(cache_dir) / "shards"
-    if base.exists():
-        for path in _shard_files(base, None, include_tmp=True):
-            rel = str(path.relative_to(cache_dir))
-            if rel not in known:
-                report["unindexed"].append(rel)
-    return report
+    for path in shard_files(cache_dir, include_tmp=True):
+        rel = str(path.relative_to(cache_dir))
+        if rel not in known:
+            report["unindexed"].append(rel)
+
+
+def _digest_of(path):
+    from .digests import file_digest
+    return file_digest(path)
+
+
+def _manifest_problems(cache_dir, datasets) -> list:
+    """Each recorded dataset's manifest exists, parses, and has its item count."""
+    out = []
+    for name, info in datasets.items():
+        path = Path(cache_dir) / "manifests" / f"{name}.jsonl"
+        try:
+            lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        except OSError:
+            out.append(f"manifest {path} is missing")
+            continue
+        except ValueError as e:
+            out.append(f"manifest {path} is damaged ({e})")
+            continue
+        if len(lines) != info["n_items"]:
+            out.append(f"manifest {path} has {len(lines)} items, the index says {info['n_items']}")
+    return out
+
+
+def rebuild_index(cache_dir) -> dict:
+    """Build a new index.sqlite from the shards and the manifests alone; the
+    old file is kept beside it as index.sqlite.damaged. Media digests are not
+    in the shards: the next run re-hashes the corpus once."""
+    root = Path(cache_dir)
+    old = root / INDEX_FILE
+    if old.exists():
+        os.replace(old, root / f"{INDEX_FILE}.damaged")
+    for leftover in (f"{INDEX_FILE}-journal", f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm"):
+        (root / leftover).unlink(missing_ok=True)
+    index = Index(root)
+    counts = {"shards": 0, "datasets": 0}
+    for path in shard_files(root):
+        r = read_receipt(root, path.relative_to(root))
+        index._record_config(r["config_id"], r["stage"], r["label"], r["version"],
+                             {"label": r["label"], "stage": r["stage"], "version": r["version"],
+                              "config": r["config"], "config_id": r["config_id"]})
+        index.commit_receipt(r, worker="rebuilt")
+        counts["shards"] += 1
+    for path in sorted((root / "manifests").glob("*.json")):
+        info = json.loads(path.read_text(encoding="utf-8"))
+        index.record_dataset(path.stem, info["root"], info["options"], info["manifest_digest"], info["n_items"])
+        counts["datasets"] += 1
+    index.close()
+    return counts

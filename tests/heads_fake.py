@@ -11,7 +11,9 @@ from pipeline.graph import InputDigests, item_keys, resolve
 from pipeline.manifest import Item, Media
 from pipeline.plan import record_dataset
 from pipeline.stage import Result, Seq, Vec
-from pipeline.store import FileDigests, Index, write_shard
+from pipeline.digests import FileDigests
+from pipeline.shard import write_shard
+from pipeline.store import Index
 
 CODES = ("ang", "hap", "sad", "neu", "exc", "fru")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-import pipeline.store as store_mod
+import pipeline.digests as store_mod
 from pipeline.context import ItemContext
 from pipeline.graph import resolve
 from pipeline.manifest import Item
@@ -175,7 +175,7 @@ def test_identity_follows_model_files_and_is_remembered(tmp_path, monkeypatch):
     assert first["model_path"] == str(copy)
     # A second process would find the digests in the JSON file: no file is re-hashed.
     monkeypatch.setattr(store_mod, "_digest_memo", {})
-    monkeypatch.setattr("pipeline.store.file_digest", lambda p, *a: pytest.fail(f"re-hashed {p}"))
+    monkeypatch.setattr("pipeline.digests.file_digest", lambda p, *a: pytest.fail(f"re-hashed {p}"))
     assert model_identity.__wrapped__(str(copy)) == first
     monkeypatch.undo()
     monkeypatch.setattr(store_mod, "_DIGESTS_FILE", str(tmp_path / "digests.json"))

@@ -221,7 +221,7 @@ VISION = ("--stages", "face,pose,frames", *[a for s in SETTINGS for a in ("--set
 
 def load(cache, label):
     from pipeline.api import Cache
-    from pipeline.graph import parse_set
+    from pipeline.options import parse_set
     return Cache(cache).load(label, overrides=parse_set(SETTINGS))
 
 

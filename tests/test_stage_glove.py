@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-import pipeline.store as store_mod
+import pipeline.digests as store_mod
 from pipeline.graph import resolve
 from pipeline.stage import ConfigError, make_config
 from pipeline.stages.glove import Glove

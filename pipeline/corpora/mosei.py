@@ -22,8 +22,6 @@ YouTube monologue is not annotated, so speaker and session are the video id.
 from __future__ import annotations
 
 import os
-import tomllib
-from pathlib import Path
 
 from ..manifest import Item, Media
 from . import CORPORA, Items
@@ -33,7 +31,7 @@ LABEL_FILE = "CMU_MOSEI_Labels.csd"
 VIDEO_DIR = ("Raw", "Videos", "Full", "Combined")
 AUDIO_DIR = ("Raw", "Audio", "Full", "WAV_16000")
 TRANSCRIPT_DIR = ("Raw", "Transcript", "Segmented", "Combined")
-FOLDS_FILE = Path(__file__).resolve().parents[2] / "manifests" / "mosei_folds.toml"
+FOLDS_FILE = "mosei_folds.toml"
 # The seven label columns of the .csd features, in their order.
 LABELS = ("sentiment", "happy", "sad", "anger", "surprise", "disgust", "fear")
 SEPARATOR = "___"
@@ -91,8 +89,8 @@ def read_label_file(path) -> dict:
 
 def standard_folds() -> dict:
     """{video id: "train" | "valid" | "test"} (the SDK's standard folds)."""
-    with open(FOLDS_FILE, "rb") as f:
-        data = tomllib.load(f)
+    from ..presets import packaged
+    data = packaged(FOLDS_FILE)
     return {video_id: split for split in ("train", "valid", "test") for video_id in data[split]}
 
 

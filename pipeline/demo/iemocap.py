@@ -20,7 +20,6 @@ shift another's.
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,19 +28,19 @@ import numpy as np
 
 from . import DEMO_LAYOUTS, TRUTH_FILE, count as _count, prepare, size_spec
 from .emotions import DEFAULT_NONSPEECH, NEUTRAL, NONSPEECH, PROSODY, sentence, tone
-from .speech import FRAME, SAMPLE_RATE, Synth, Voice, mix, resample, to_int16, words_of, write_wav
+from .speech import SAMPLE_RATE, Synth, Voice, mix, words_of, write_wav
 from . import video as vid
+from .iemocap_files import (PLAIN_TEXT, TEXT_QUIRKS, WAV_QUIRKS, LABELLED, MS, annotation, evaluation,
+                            seconds, transcription, wdseg)
 
 VERSION = 2
 SIZES = {"small": 4, "full": 50}            # utterances per speaker (full: enough for LOSO training)
 SESSIONS = range(1, 6)
-LABELLED = ("ang", "hap", "exc", "sad", "fru", "neu")
 DROPPED = ("xxx", "oth", "sur", "fea", "dis")
 DROPPED_SHARE = 0.1
 CUES = ("both", "prosody", "both", "words")  # cycled: a quarter each prosody-only and words-only
 VARIANTS = 6            # realisations per (speaker, code, cue); more utterances reuse their synthesis
 UTTERANCES_PER_DIALOG = 10
-MS = SAMPLE_RATE // 1000
 
 # Session -> (female, male) speaker: espeak-ng voice and base pitch.
 VOICES = {
@@ -52,20 +51,11 @@ VOICES = {
     5: (("en+f5", 52), ("en+m7", 42)),
 }
 
-# Annotator words for the codes, and the centre of each code's (valence,
-# activation, dominance) ratings on IEMOCAP's 1..5 scales.
-CATEGORY = {"neu": "Neutral", "hap": "Happiness", "exc": "Excited", "sad": "Sadness",
-            "ang": "Anger", "fru": "Frustration", "fea": "Fear", "sur": "Surprise",
-            "dis": "Disgust", "oth": "Other"}
-DIMENSIONS = {"neu": (3, 2, 3), "hap": (4, 3, 3), "exc": (4.5, 4, 3.5), "sad": (1.5, 2, 2),
-              "ang": (1.5, 4, 4), "fru": (2, 3.5, 3), "fea": (2, 4, 1.5), "sur": (3.5, 4, 3),
-              "dis": (2, 3, 3.5), "oth": (3, 3, 3), "xxx": (2.5, 3, 3)}
-
 # Words the aligner writes with a pronunciation variant now and then.
 VARIANT_WORDS = frozenset({"THE", "A", "TO", "WHAT", "YOU", "OF"})
 
 # Purposes of the random streams (see the module docstring).
-_CODES, _UTTERANCE, _REALISE, _DIALOG, _QUIRKS, _RATINGS = range(6)
+_CODES, _UTTERANCE, _REALISE, _DIALOG, _QUIRKS = range(5)   # RATINGS_STREAM is 5
 
 
 @dataclass
@@ -268,7 +258,7 @@ def _add_suffix_letter(dialogs):
 
 def _pick_quirks(utterances, seed):
     """One utterance per bad-input kind, all different."""
-    kinds = sorted(_WAV_QUIRKS) + ["missing_transcript", "undecodable_transcript"]
+    kinds = sorted(WAV_QUIRKS) + ["missing_transcript", "undecodable_transcript"]
     if len(utterances) < len(kinds):
         raise ValueError(f"quirks need at least {len(kinds)} utterances")
     rng = np.random.default_rng([seed, _QUIRKS])
@@ -326,17 +316,17 @@ def _make_dialog(out, dialog, synth, seed, video, dialog_audio):
         paths[key].mkdir(parents=True, exist_ok=True)
     for key in ("wav", "wdseg"):
         (paths[key] / dialog.name).mkdir(parents=True, exist_ok=True)
-    (paths["evaluation"] / f"{dialog.name}.txt").write_text(_evaluation(dialog, seed))
-    (paths["transcription"] / f"{dialog.name}.txt").write_bytes(_transcription(dialog))
+    (paths["evaluation"] / f"{dialog.name}.txt").write_text(evaluation(dialog, seed))
+    (paths["transcription"] / f"{dialog.name}.txt").write_bytes(transcription(dialog))
     signal = _dialog_signal(dialog, clips, seed)
     if dialog_audio:
         write_wav(paths["dialog_wav"] / f"{dialog.name}.wav", signal)
     for u in dialog.utterances:
-        (paths["wdseg"] / dialog.name / f"{u.name}.wdseg").write_text(_wdseg(u, seed))
+        (paths["wdseg"] / dialog.name / f"{u.name}.wdseg").write_text(wdseg(u, seed))
         wav = paths["wav"] / dialog.name / f"{u.name}.wav"
         write_wav(wav, signal[u.start:u.end])
-        if u.quirk in _WAV_QUIRKS:
-            _WAV_QUIRKS[u.quirk](wav)
+        if u.quirk in WAV_QUIRKS:
+            WAV_QUIRKS[u.quirk](wav)
     if not video:
         return None
     return _write_video(out, paths["avi"] / f"{dialog.name}.avi", dialog, seed)
@@ -352,126 +342,6 @@ _DIRS = {
 }
 
 
-def _seconds(samples):
-    return samples / SAMPLE_RATE
-
-
-def _evaluation(dialog, seed):
-    blocks = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n"]
-    blocks += [_evaluation_block(u, seed) for u in dialog.utterances]
-    return "\n".join(blocks) + "\n"
-
-
-def _evaluation_block(u, seed):
-    """Header line, categorical lines (C-), then dimensional lines (A-); the
-    actor's own evaluation is the C-F1/C-M1 and A-F1/A-M1 line."""
-    evaluators, categories, ratings, (v, a, d) = _annotation(u, seed)
-    lines = [f"[{_seconds(u.start):.4f} - {_seconds(u.end):.4f}]\t{u.name}\t{u.code}\t"
-             f"[{v:.4f}, {a:.4f}, {d:.4f}]"]
-    lines += [f"C-E{e}:\t{'; '.join(cats)};\t()" for e, cats in zip(evaluators, categories)]
-    lines.append(f"C-{u.gender}1:\t{CATEGORY.get(u.code, 'Other')};\t()")
-    raters = [f"E{e}" for e in evaluators[:len(ratings) - 1]] + [f"{u.gender}1"]
-    lines += [f"A-{who}:\tval {v}; act {a}; dom  {d};\t()" for who, (v, a, d) in zip(raters, ratings)]
-    return "\n".join(lines) + "\n"
-
-
-def _annotation(u, seed):
-    """The evaluators' opinions of one turn: evaluator numbers, their
-    categories, the dimensional ratings (two evaluators, then the actor) and
-    the header's V, A, D (the evaluators' mean)."""
-    rng = np.random.default_rng([seed, _RATINGS, u.index])
-    evaluators = sorted(int(e) for e in rng.choice(np.arange(1, 6), 3, replace=False))
-    categories = _categories(u.code, rng)
-    ratings = [np.clip(np.rint(np.array(DIMENSIONS[u.code]) + rng.normal(0, 0.6, 3)), 1, 5).astype(int)
-               for _ in range(3)]
-    vad = tuple(float(x) for x in np.mean(ratings[:2], axis=0))
-    return evaluators, categories, ratings, vad
-
-
-def _categories(code, rng):
-    """Three evaluators' category lists: a majority for the code, or for xxx
-    three different opinions (no agreement)."""
-    if code == "xxx":
-        picks = rng.choice(LABELLED, 3, replace=False)
-        return [[CATEGORY[str(c)]] for c in picks]
-    second = CATEGORY[str(rng.choice([c for c in LABELLED if c != code]))]
-    return [[CATEGORY[code]], [CATEGORY[code]], [CATEGORY[code], second] if rng.random() < 0.4 else [CATEGORY[code]]]
-
-
-def _transcription(dialog):
-    """Utterance lines in time order, plus two lines that are not utterances
-    (an overlap marker named ...XX0, and a line without a time span); bytes,
-    because one quirk writes a line in Windows-1252."""
-    lines = []
-    for u in dialog.utterances:
-        if u.quirk == "missing_transcript":
-            continue
-        text, encoding = _TEXT_QUIRKS.get(u.quirk, _PLAIN_TEXT)
-        line = f"{u.name} [{_seconds(u.start):08.4f}-{_seconds(u.end):08.4f}]: {text(u.transcript)}\n"
-        lines.append((u.start, line.encode(encoding)))
-    first = dialog.utterances[0]
-    noise_at = first.end + 5 * MS
-    other = "M" if first.gender == "F" else "F"
-    marker = f"{dialog.name}_{other}XX0 [{_seconds(noise_at):08.4f}-{_seconds(noise_at + 200 * MS):08.4f}]: [LAUGHTER]\n"
-    lines.append((noise_at, marker.encode()))
-    lines.append((noise_at + 1, f"{other}: [BREATHING]\n".encode()))
-    return b"".join(line for _, line in sorted(lines, key=lambda x: x[0]))
-
-
-def _curly_quotes(text):
-    return f"\u201c{text}\u201d"
-
-
-# Quirks that change a transcription line: (text change, encoding of the line).
-_TEXT_QUIRKS = {"undecodable_transcript": (_curly_quotes, "cp1252")}
-_PLAIN_TEXT = (lambda text: text, "utf-8")
-
-
-def _wdseg(u, seed):
-    """Sphinx-style segmentation in 10 ms frames: <s>, words with <sil> in the
-    gaps, </s>; end frames inclusive; made-up acoustic scores."""
-    rng = np.random.default_rng([seed, _RATINGS, u.index, 1])
-    segments, frame = [], 0
-    for (first, end), token in zip(u.spans, u.tokens):
-        if first > frame:
-            segments.append((frame, first - 1, "<s>" if frame == 0 else "<sil>"))
-        segments.append((first, end - 1, token))
-        frame = end
-    segments.append((frame, u.length // FRAME - 1, "</s>"))
-    rows, total = [" SFrm  EFrm    SegAScr Word"], 0
-    for s, e, word in segments:
-        score = -int(rng.integers(2000, 9000)) * (e - s + 1)
-        total += score
-        rows.append(f"{s:5d}{e:6d}{score:11d} {word}")
-    rows.append(f" Total Score: {total:11d}")
-    return "\n".join(rows) + "\n"
-
-
-def _truncate(path):
-    """Cut the file mid-sample, leaving the header's data size too large."""
-    size = path.stat().st_size
-    with open(path, "r+b") as f:
-        f.truncate(44 + (size - 44) // 3 + 1)
-
-
-def _empty(path):
-    path.write_bytes(b"")
-
-
-def _stereo_44k(path):
-    import soundfile as sf
-    samples, rate = sf.read(path, dtype="float32")
-    upsampled = resample(samples, rate, 44100)
-    write_wav(path, to_int16(np.stack([upsampled, 0.8 * upsampled], axis=1)), 44100)
-
-
-# Quirks that spoil an utterance wav, applied after it is written.
-_WAV_QUIRKS = {
-    "truncated_wav": _truncate,
-    "zero_length_wav": _empty,
-    "stereo_44k_wav": _stereo_44k,
-    "missing_wav": os.remove,
-}
 
 
 def _write_video(out, path, dialog, seed):
@@ -525,7 +395,7 @@ def _truth(dialogs, videos, bad, seed, settings):
         "code_counts": code_counts,
         "label_sets": label_sets,
         "cue_counts": _count(u.cue for u in utterances),
-        "dialogs": {d.name: {"session": f"Ses{d.session:02d}", "duration": _seconds(d.length),
+        "dialogs": {d.name: {"session": f"Ses{d.session:02d}", "duration": seconds(d.length),
                              "utterances": [u.name for u in d.utterances],
                              "wav": f"Session{d.session}/{_DIRS['dialog_wav']}/{d.name}.wav",
                              "video": videos[d.name]}
@@ -538,16 +408,16 @@ def _truth(dialogs, videos, bad, seed, settings):
 def _item_truth(u, seed):
     """What a reader should find for the turn (text as the transcript has it,
     and without its bracketed token), and how it was made."""
-    change = _TEXT_QUIRKS.get(u.quirk, _PLAIN_TEXT)[0]
+    change = TEXT_QUIRKS.get(u.quirk, PLAIN_TEXT)[0]
     missing = u.quirk == "missing_transcript"
     return {
         "code": u.code, "cue": u.cue, "speaker": u.speaker, "session": f"Ses{u.session:02d}",
-        "dialog": u.dialog, "start": _seconds(u.start), "end": _seconds(u.end),
+        "dialog": u.dialog, "start": seconds(u.start), "end": seconds(u.end),
         "text": None if missing else change(u.transcript),
         "text_clean": None if missing else change(u.sentence),
         "spoken": u.sentence,
         "words": [[tok, first / 100, end / 100] for tok, (first, end) in zip(u.tokens, u.spans)],
-        "vad": list(_annotation(u, seed)[3]),
+        "vad": list(annotation(u, seed)[3]),
         "voice": {"name": u.voice.name, "pitch": u.voice.pitch, "rate": u.voice.rate,
                   "amplitude": u.voice.amplitude},
         "wav": f"Session{u.session}/{_DIRS['wav']}/{u.dialog}/{u.name}.wav",

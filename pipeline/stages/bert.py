@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Literal
 
 from ..stage import ConfigError, ItemError, Result, Seq, Stage, Vec, catch_item_error
-from ..store import remembered_digest
+from ..digests import remembered_digest
 from ..text import item_text, segment
 from . import STAGES
 from .words import word_times

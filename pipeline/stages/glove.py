@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from ..stage import ConfigError, ItemError, Result, Seq, Stage
-from ..store import remembered_digest
+from ..digests import remembered_digest
 from . import STAGES
 from .bert import DEFAULT_MODEL, load_encoder, model_identity
 from .words import word_times

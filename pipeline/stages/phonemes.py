@@ -20,13 +20,12 @@ import re
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from ..stage import ConfigError, ItemError, Result, Seq, Stage, catch_item_error
 from . import STAGES
 from .words import word_times
 
-INVENTORY_FILE = Path(__file__).resolve().parents[2] / "manifests" / "phonemes.toml"
+INVENTORY_FILE = "phonemes.toml"      # a packaged manifest
 PAD = "<pad>"
 _STRESS_MARKS = {"ˈ": "1", "ˌ": "2"}
 
@@ -40,8 +39,8 @@ class Config:
 
 @lru_cache(maxsize=None)
 def phoneme_table() -> dict:
-    with open(INVENTORY_FILE, "rb") as f:
-        return tomllib.load(f)
+    from ..presets import packaged
+    return packaged(INVENTORY_FILE)
 
 
 @lru_cache(maxsize=None)
