@@ -35,6 +35,8 @@ def main(argv=None):
     from pipeline.shard import ShardError
     from pipeline.store import IndexDamaged
     from pipeline.presets import use_manifest_dirs
+    from pipeline import command_environment
+    command_environment()
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -21,6 +21,8 @@ def main(argv=None):
     from .shard import ShardError
     from .store import IndexDamaged
     from .presets import use_manifest_dirs
+    from . import command_environment
+    command_environment()
     args = _parser().parse_args(argv)
     try:
         use_manifest_dirs(args.manifests)
@@ -63,7 +65,6 @@ def _parser():
     c.set_defaults(func=cmd_config)
 
     _maintenance_commands(sub)
-    add_manifests_option(sub)
 
     i = sub.add_parser("inspect", help="print (and plot) one item's stage output")
     i.add_argument("item")
@@ -82,6 +83,7 @@ def _parser():
     d.add_argument("--utterances-per-speaker", type=int)
     d.add_argument("--no-video", action="store_true")
     d.set_defaults(func=cmd_demo)
+    add_manifests_option(sub)
     return p
 
 

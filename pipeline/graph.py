@@ -132,10 +132,10 @@ class InputDigests:
         if media is None:
             return "none"
         digest, state = self.files.digest_and_state(media.path)
-        if state == "missing":
+        if state == "recorded" or (state == "missing" and self.files.trust_recorded):
+            self.unverified.add(item.id)        # the corpus is not mounted: nothing to check against
+        elif state == "missing":
             self.missing.setdefault(item.id, []).append(media.path)
-        elif state == "recorded":
-            self.unverified.add(item.id)
         return f"{digest}|{media.start}|{media.end}|{media.region}"
 
 
