@@ -36,6 +36,8 @@ def main(argv=None):
     from pipeline.store import IndexDamaged
     from pipeline.presets import use_manifest_dirs
     from pipeline import command_environment
+    from .checkpoint import UnsafeCheckpoint
+    from .resume import OtherExperiment
     command_environment()
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -46,7 +48,7 @@ def main(argv=None):
         print(f"heads: {e}", file=sys.stderr)
         return 3
     except (UsageError, UnknownName, ConfigError, ProtocolError, LeakageError, NotInCache,
-            FileNotFoundError) as e:
+            FileNotFoundError, UnsafeCheckpoint, OtherExperiment) as e:
         print(f"heads: error: {e}", file=sys.stderr)
         return 2
     except (IndexDamaged, ShardError) as e:     # the cache needs repair: one line, the command that repairs it
@@ -80,7 +82,12 @@ def _parser():
     t.add_argument("--seeds", type=int, default=1, help="repeat with seeds SEED .. SEED+N-1")
     t.add_argument("--seed", type=int, default=0, help="first seed; also shuffles random protocols")
     t.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    t.add_argument("--out", help="run folder (default runs/<head>-<variant>-<protocol>-<time>)")
+    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="autocast dtype of the forward pass (fp16 with loss scaling); default fp32")
+    t.add_argument("--allow-missing", action="store_true",
+                   help="train without the items that lack a feature (their ids are recorded)")
+    t.add_argument("--out", help="run folder (default runs/<head>-<variant>-<protocol>-<time>); "
+                                 "the same command with an existing --out continues that run")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -143,27 +150,78 @@ def head_config(cls, preset, config_file, pairs):
     return cls.make_config(preset, head), stages
 
 
-def check_cache(cache, dataset, cls, config, stages=None):
+def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -> dict:
     """Raise StagesMissing with the exact extract command when any stage the
-    head reads (with the stage overrides `stages`) is missing or stale for some item."""
-    from pipeline.presets import head_stage_lists
+    head reads (with the stage overrides `stages`) is missing or stale for
+    some item of its label set; with `allow_missing`, return those items
+    instead (id -> why)."""
     needed = cls.stages(config)
-    problems = []
-    for label in needed:
-        status = cache.status(label, dataset, stages)
-        for state in ("missing", "stale"):
-            if status[state]:
-                problems.append(f"{label}: {len(status[state])} item(s) {state}")
-    if not problems:
-        return
+    statuses = {label: cache.status(label, dataset, stages) for label in needed}
+    wanted = {it.id for it in cache.items(dataset) if in_labelset(it, config.labelset)}
+    lacking, problems = missing_features(statuses, wanted)
+    if not problems or allow_missing:
+        return lacking
+    from pipeline.presets import head_stage_lists
     manifest_list = head_stage_lists().get(cls.manifest)
     selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
                  else f"--stages {','.join(needed)}")
     sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
                    for label, opts in (stages or {}).items() for k, v in opts.items())
     command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
-    raise StagesMissing(f"the cache lacks features {cls.name} needs ({'; '.join(problems)}).\n"
-                        f"run:\n  {command}")
+    raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
+                        f"{config.labelset} ({'; '.join(problems)}).\n"
+                        f"run:\n  {command}\n(or train without them: heads train ... --allow-missing)")
+
+
+# Why an item lacks a stage output, by its state in `Cache.status`. An infrastructure
+# fault (out of memory, a lost worker) records nothing, so its items read as never extracted.
+LACKING = {"missing": "missing (never extracted, or stopped by an infrastructure fault)",
+           "stale": "stale (extracted from inputs that have changed since)"}
+
+
+def missing_features(statuses, wanted) -> tuple:
+    """({item id: why}, one line per stage and reason) for the `wanted` items
+    that lack an output, from per-stage statuses (label -> Cache.status).
+    Items whose extraction failed (a recorded bad input) are not lacking:
+    the data drops and lists them."""
+    lacking, problems = {}, []
+    for label, status in statuses.items():
+        for state, why in LACKING.items():
+            ids = [i for i in status[state] if i in wanted]
+            lacking.update({i: f"{label}: {why}" for i in ids if i not in lacking})
+            if ids:
+                problems.append(f"{label}: {len(ids)} item(s) {why}")
+    return lacking, problems
+
+
+def in_labelset(item, labelset) -> bool:
+    """Whether the label set keeps the item (per-frame labels: always; the head picks frames)."""
+    from pipeline import labels
+    if isinstance(item.labels.get(labels.label_key(item.corpus, labelset)), (list, tuple)):
+        return True
+    return labels.apply(item, labelset) is not None
+
+
+def without_items(cache, left_out):
+    """The cache as if the items `left_out` were not in its datasets (--allow-missing)."""
+    from pipeline.api import Cache
+
+    class Without(Cache):
+        def __init__(self):         # the same cache, read through `items` below
+            vars(self).update(vars(cache))
+
+        def items(self, dataset=None):
+            return [it for it in super().items(dataset) if it.id not in left_out]
+    return Without()
+
+
+def _without_missing(cache, dataset, cls, config, allow_missing, stages=None) -> tuple:
+    """(the cache to train from, {item id: why} of the items left out):
+    refuses lacking features unless allow_missing, which names each item."""
+    left_out = check_cache(cache, dataset, cls, config, allow_missing, stages)
+    for item_id, why in sorted(left_out.items()):
+        print(f"heads: training without {item_id}: {why} (--allow-missing)", file=sys.stderr)
+    return (without_items(cache, set(left_out)) if left_out else cache), left_out
 
 
 def _toml_value(v):
@@ -199,13 +257,15 @@ def cmd_train(args):
     PROTOCOLS.get_or_fail(args.protocol)
     if args.seeds < 1:
         raise UsageError("--seeds must be >= 1")
+    if args.precision == "fp16" and device_of(args.device).type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
+                         "use bf16 or fp32 on CPU")
     config, stages = head_config(cls, args.preset, args.config, args.set)
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)
     _notice_unmounted(cache, dataset)
-    check_cache(cache, dataset, cls, config, stages)
-
+    cache, left_out = _without_missing(cache, dataset, cls, config, args.allow_missing, stages)
     data = cls.open_data(cache, dataset, config, stages)
     check_options(data.task, config, cls.name)      # the label set decides the task
     cls.check_dims(config, data.dims())
@@ -223,7 +283,8 @@ def cmd_train(args):
           f"{args.protocol} protocol, {len(folds)} folds x {args.seeds} seed(s), {device}")
     seeds = list(range(args.seed, args.seed + args.seeds))
     t0 = time.perf_counter()
-    runs = run_folds(cls, config, data, folds, seeds, out, device, progress=not args.quiet)
+    runs = run_folds(cls, config, data, folds, seeds, out, device, progress=not args.quiet,
+                     precision=args.precision)
     record = {
         "head": cls.name, "variant": variant, "preset": args.preset, "config": asdict(config),
         "stage_overrides": stages,
@@ -236,6 +297,7 @@ def cmd_train(args):
                                for f in folds]},
         "leakage_check": leakage, "seeds": seeds, "device": str(device),
         "train_seconds": round(time.perf_counter() - t0, 1), "dropped_items": data.dropped,
+        "missing_items": left_out, "precision": args.precision,
         "runs": runs, "overall": aggregate(runs, data.classes, data.task.summary), "features": data.provenance(),
         "command": "heads " + " ".join(args.argv),
     }
@@ -267,7 +329,7 @@ def cmd_evaluate(args):
         raise UsageError(f"--part test needs the run's own dataset ({record['dataset']}); use --part all")
     _notice_unmounted(cache, dataset)
     stages = record.get("stage_overrides") or {}
-    check_cache(cache, dataset, cls, config, stages)
+    check_cache(cache, dataset, cls, config, stages=stages)
     data = cls.open_data(cache, dataset, config, stages)
     per_speaker = cls.speaker_normalised(config)
     if per_speaker:
@@ -284,7 +346,7 @@ def cmd_evaluate(args):
                              f"the cache gives {data.dims()}")
         tested = dict.fromkeys(data.item_of(i) for i in r["predictions"])
         ids = [i for i in tested if i in data.items] if part == "test" else data.ids
-        pred = predict(model, loader(data.subset(ids), config, shuffle=False), device)
+        pred = predict(model, loader(data.subset(ids), config, shuffle=False, device=device), device)
         metrics = score(pred, data.task)
         print(f"seed {r['seed']} {r['fold']}: {data.task.headline(metrics)} ({len(ids)} items)")
         runs.append({"seed": r["seed"], "fold": r["fold"], "metrics": metrics})

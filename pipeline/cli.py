@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
+from .faults import InfraFault
 from .options import add_manifests_option
 from .registry import UnknownName
 from .stage import ConfigError
@@ -46,6 +48,9 @@ def _parser():
     _selection_args(e)
     e.add_argument("--workers", type=int, help="local Dask workers (default: one per core)")
     e.add_argument("--scheduler", help="address of an existing Dask scheduler, or 'sync' to run in-process")
+    e.add_argument("--gpu-workers", type=int,
+                   help="local workers that run the neural stages, one GPU each, round robin over the visible "
+                        "ones (default: one per visible CUDA device, 0 without CUDA)")
     e.add_argument("--batch", type=int, help="items per task (default: per stage)")
     e.add_argument("--retry-failed", action="store_true", help="recompute items that failed before")
     e.add_argument("--strict", action="store_true", help="exit 1 when any item failed")
@@ -183,12 +188,14 @@ def _read_items(dataset, root):
 def cmd_extract(args):
     from .corpora import load_all
     from .plan import extract, record_dataset
+    from .placement import gpu_placement
     from .runner import make_executor
     from .store import Index
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
     if args.batch is not None and args.batch < 1:
         raise UsageError("--batch must be >= 1")
+    gpu_devices = _gpu_devices(args.gpu_workers, args.scheduler)
     specs = _specs(args)
     if args.dataset:
         load_all().get_or_fail(args.dataset)
@@ -198,14 +205,41 @@ def cmd_extract(args):
         items = _read_items(dataset, root)
         _print_warnings(items)
         record_dataset(index, args.cache, dataset, root, {}, items)
-        tallies, seconds = extract(args.cache, dataset, items, specs,
-                                   lambda: make_executor(args.workers, args.scheduler,
-                                                         (os.path.abspath(args.cache), root)),
-                                   retry_failed=args.retry_failed, batch_size=args.batch,
-                                   progress=not args.quiet and sys.stderr.isatty())
+        t0 = time.perf_counter()
+        try:
+            tallies, seconds = extract(args.cache, dataset, items, specs,
+                                       lambda: make_executor(args.workers, args.scheduler,
+                                                             (os.path.abspath(args.cache), root),
+                                                             gpu_placement() if gpu_devices is None else gpu_devices),
+                                       retry_failed=args.retry_failed, batch_size=args.batch,
+                                       progress=not args.quiet and sys.stderr.isatty())
+        except InfraFault as fault:     # the machine's fault, not the items': exit 3 after the summary
+            _print_summary(dataset, len(items), fault.tallies, time.perf_counter() - t0)
+            print(f"pipeline: error: {fault}", file=sys.stderr)
+            return 3
     _print_summary(dataset, len(items), tallies, seconds)
     failed = sum(t.failed + t.failed_before for t in tallies.values())
     return 1 if args.strict and failed else 0
+
+
+def _gpu_devices(n, scheduler):
+    """The CUDA device of each local GPU worker (--gpu-workers), as
+    CUDA_VISIBLE_DEVICES entries, or None for the default (one per visible
+    device, found once there is work: the no-op rerun never imports torch)."""
+    if n is not None and n < 0:
+        raise UsageError("--gpu-workers must be >= 0")
+    if scheduler and n:
+        raise UsageError("--gpu-workers places local Dask workers; not with --scheduler (a cluster's "
+                         "workers declare their own GPU: dask worker --resources GPU=1)")
+    if scheduler or n == 0:
+        return []
+    if n is None:
+        return None
+    from .placement import gpu_placement
+    if not gpu_placement(1):
+        raise UsageError(f"--gpu-workers {n}: torch sees no CUDA device on this machine "
+                         "(leave it out, or give 0, to run every stage on the CPU workers)")
+    return gpu_placement(n)
 
 
 def _locked(cache_dir):
@@ -240,6 +274,9 @@ def _print_summary(dataset, n_items, tallies, seconds):
     for label, t in tallies.items():
         failed = f"{t.failed}" + (f"+{t.failed_before}" if t.failed_before else "")
         print(f"{label:<22}{t.computed:>9}{t.reused:>9}{failed:>9}{t.skipped:>9}{t.seconds:>9.1f}")
+    for label, t in tallies.items():
+        if t.places:
+            print(f"  {label}: ran on " + ", ".join(f"{w} ({d})" for w, d in sorted(t.places)))
     for label, t in tallies.items():
         for name, (total, n) in t.meta_sums.items():
             if n:

@@ -64,8 +64,9 @@ def levels(plans) -> list:
     return [lvl for lvl in out if lvl]
 
 
-def payloads(cache_dir, index, level, items, all_keys, tallies, batch_size=None):
-    """Task payloads for one level: specs of one group share a task per batch."""
+def payloads(cache_dir, index, level, items, all_keys, tallies, batch_size=None, gpu=False):
+    """Task payloads for one level: specs of one group share a task per batch
+    (`gpu`: neural stages run on GPU workers, in their larger batches)."""
     groups = {}
     for p in level:
         groups.setdefault(p.spec.stage.group or p.spec.label, []).append(p)
@@ -75,10 +76,14 @@ def payloads(cache_dir, index, level, items, all_keys, tallies, batch_size=None)
         for p in group:
             want[p.spec.label] = _with_upstream(index, p, all_keys, rows, tallies[p.spec.label])
         todo = sorted(set().union(*want.values()))
-        size = batch_size or min(p.spec.stage.batch_items for p in group)
+        size = batch_size or min(_batch_items(p.spec.stage, gpu) for p in group)
         for start in range(0, len(todo), size):
             yield _payload(cache_dir, group, todo[start:start + size], items, item_json,
                            want, rows, all_keys)
+
+
+def _batch_items(stage, gpu) -> int:
+    return stage.gpu_batch_items if gpu and stage.gpu and stage.gpu_batch_items else stage.batch_items
 
 
 def _with_upstream(index, p, all_keys, rows, tally):
@@ -158,7 +163,8 @@ def extract(cache_dir, dataset, items, specs, executor_factory, retry_failed=Fal
         from .runner import run
         executor = executor_factory()
         try:
-            run(index, (payloads(cache_dir, index, lvl, items, all_keys, tallies, batch_size)
+            gpu = getattr(executor, "gpu_workers", 0) > 0
+            run(index, (payloads(cache_dir, index, lvl, items, all_keys, tallies, batch_size, gpu)
                         for lvl in work), tallies, executor, progress)
         finally:
             executor.close()

@@ -14,8 +14,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from .faults import OOM, InfraFault, fault_kind, free_device_memory
+from .placement import local_cluster
 from .stage import ItemError
 
+RETRIES = 2            # tries of a task after an infrastructure fault, before the run stops
+RETRY_PAUSE_S = 0.5    # before the first retry; doubled for each next one
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -28,6 +32,9 @@ class StageTally:
     skipped: int = 0
     seconds: float = 0.0
     messages: list = field(default_factory=list)
+    stored: int = 0            # items whose outputs this run committed
+    not_done: int = 0          # items a stopped run left (retried by the next run)
+    places: set = field(default_factory=set)   # (worker, device) pairs the stage ran on
     meta_sums: dict = field(default_factory=dict)   # meta key -> [sum, count]
 
 
@@ -40,11 +47,13 @@ _READERS = {}
 def _stage_for(spec):
     from .stage import make_config
     from .stages import load_all
-    stage = _STAGE_CACHE.get(spec["config_id"])
+    # Runtime options (batch size, device) are not in the config id but are in the stage.
+    key = (spec["config_id"], json.dumps(spec["config"], sort_keys=True))
+    stage = _STAGE_CACHE.get(key)
     if stage is None:
         cls = load_all()[spec["stage"]]
         stage = cls(make_config(cls, spec["config"]))
-        _STAGE_CACHE[spec["config_id"]] = stage
+        _STAGE_CACHE[key] = stage
     return stage
 
 
@@ -56,14 +65,31 @@ def _reader(cache_dir):
 
 
 def execute_task(payload) -> list:
-    """Compute every spec of the task for its items; one shard per spec."""
+    """Compute every spec of the task for its items; one shard per spec.
+    An infrastructure fault (pipeline/faults.py) is tried again a few times,
+    then raised as InfraFault: it is never recorded against the items."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return _execute(payload)
+        except Exception as e:
+            kind = fault_kind(e, payload["cache_dir"])
+            if kind is None:
+                raise           # not an item's problem either: the driver stops the run with it
+            if attempt == RETRIES:
+                raise InfraFault(f"{_described(e)} (tried {RETRIES + 1} times)") from None
+            free_device_memory()
+            time.sleep(RETRY_PAUSE_S * 2 ** attempt)
+
+
+def _execute(payload) -> list:
     from .manifest import Item
-    from .shard import check_consistent, write_shard
     cache_dir = payload["cache_dir"]
     items = [Item.from_dict(json.loads(s)) for s in payload["items"]]
     memos = [dict() for _ in items]
     outcomes, seconds = {}, {}
     specs = payload["specs"]
+    for spec in specs:
+        _load_model(spec)
     per_item = [s for s in specs if not _stage_for(s).batched]
     batched = [s for s in specs if _stage_for(s).batched]
     # Item-major for per-item stages: intermediates of one item (audio, STFT)
@@ -74,39 +100,86 @@ def execute_task(payload) -> list:
                 continue
             ctx = _context(payload, spec, item, i, memos[i], cache_dir)
             t0 = time.perf_counter()
-            outcomes.setdefault(spec["label"], {})[i] = _guarded(spec, lambda: _stage_for(spec).compute(ctx))
+            outcomes.setdefault(spec["label"], {})[i] = _guarded(spec, lambda: _stage_for(spec).compute(ctx),
+                                                                 cache_dir)
             seconds[spec["label"]] = seconds.get(spec["label"], 0.0) + time.perf_counter() - t0
         memos[i] = None
     for spec in batched:
         idx = [i for i, k in enumerate(payload["keys"][spec["label"]]) if k is not None]
         ctxs = [_context(payload, spec, items[i], i, {}, cache_dir) for i in idx]
         t0 = time.perf_counter()
-        try:
-            results = _stage_for(spec).compute_batch(ctxs)
-        except Exception as e:
-            results = [_internal_error(spec, e)] * len(idx)
-        outcomes[spec["label"]] = dict(zip(idx, results))
+        outcomes[spec["label"]] = dict(zip(idx, _batched(spec, ctxs, cache_dir)))
         seconds[spec["label"]] = time.perf_counter() - t0
-    receipts = []
-    for spec in specs:
-        done = outcomes.get(spec["label"], {})
-        if not done:
-            continue
-        keys = payload["keys"][spec["label"]]
-        ok = [(keys[i], items[i].id, r) for i, r in sorted(done.items()) if not isinstance(r, Exception)]
-        errs = [(keys[i], items[i].id, str(r)) for i, r in sorted(done.items()) if isinstance(r, Exception)]
-        problem = check_consistent([r for *_, r in ok]) if ok else None
-        if problem:   # a stage bug, not an input problem: fail the whole batch loudly
-            errs += [(k, i, f"internal error in stage {spec['stage']}: {problem}") for k, i, _ in ok]
-            ok = []
-        receipt = write_shard(cache_dir, spec, [k for k, _, _ in ok], [i for _, i, _ in ok],
-                              [r for *_, r in ok], errs, _stage_for(spec).shard_attrs())
-        receipt["worker"] = _worker_name()
-        receipt["label"] = spec["label"]
-        receipt["seconds"] = seconds.get(spec["label"], 0.0)
-        receipt["summary"] = _meta_sums(_stage_for(spec).summary_meta, [r for *_, r in ok])
-        receipts.append(receipt)
-    return receipts
+    return [_write(payload, spec, items, outcomes.get(spec["label"], {}), seconds.get(spec["label"], 0.0))
+            for spec in specs if outcomes.get(spec["label"])]
+
+
+def _write(payload, spec, items, done, seconds) -> dict:
+    """One shard of the spec's results and item errors; its receipt."""
+    from .shard import check_consistent, write_shard
+    keys = payload["keys"][spec["label"]]
+    ok = [(keys[i], items[i].id, r) for i, r in sorted(done.items()) if not isinstance(r, Exception)]
+    errs = [(keys[i], items[i].id, str(r)) for i, r in sorted(done.items()) if isinstance(r, Exception)]
+    problem = check_consistent([r for *_, r in ok]) if ok else None
+    if problem:   # a stage bug, not an input problem: fail the whole batch loudly
+        errs += [(k, i, f"internal error in stage {spec['stage']}: {problem}") for k, i, _ in ok]
+        ok = []
+    stage = _stage_for(spec)
+    receipt = write_shard(payload["cache_dir"], spec, [k for k, _, _ in ok], [i for _, i, _ in ok],
+                          [r for *_, r in ok], errs, stage.shard_attrs())
+    receipt.update(worker=_worker_name(), device=_device(stage), label=spec["label"], seconds=seconds,
+                   summary=_meta_sums(stage.summary_meta, [r for *_, r in ok]))
+    return receipt
+
+
+def _load_model(spec):
+    """Set the stage up (load its model) before any item: a model that does
+    not load is the worker's problem, not every item's."""
+    try:
+        _stage_for(spec).resources
+    except Exception as e:
+        _STAGE_CACHE.clear()        # the next try loads the models afresh
+        what = "out of memory loading its model" if fault_kind(e) == OOM else "its model failed to load"
+        raise InfraFault(f"stage {spec['stage']}: {what}: {_described(e)}") from None
+
+
+def _described(e) -> str:
+    return str(e) if isinstance(e, InfraFault) else f"{type(e).__name__}: {e}"
+
+
+def _batched(spec, ctxs, cache_dir) -> list:
+    """compute_batch over `ctxs`; a batch that fails as a whole is split in
+    halves, down to single items: out of memory, until the parts fit;
+    an unexpected error, until it is narrowed to the items that raise it."""
+    try:
+        results = list(_stage_for(spec).compute_batch(ctxs))
+    except Exception as e:
+        kind = fault_kind(e, cache_dir)
+        if kind is not None and (kind != OOM or len(ctxs) == 1):
+            raise                       # the task's retries deal with it
+        if len(ctxs) == 1:
+            return [e if isinstance(e, ItemError) else _internal_error(spec, e)]
+        if kind == OOM:
+            free_device_memory()
+        half = len(ctxs) // 2
+        return _batched(spec, ctxs[:half], cache_dir) + _batched(spec, ctxs[half:], cache_dir)
+    if len(results) != len(ctxs):
+        raise RuntimeError(f"stage {spec['stage']}: compute_batch returned {len(results)} results "
+                           f"for {len(ctxs)} items")
+    return results
+
+
+def _device(stage) -> str:
+    """Where a stage's arrays were computed in this worker: the device its
+    model sits on (neural stages), else cpu."""
+    if not stage.gpu:
+        return "cpu"
+    res = stage.resources
+    device = res.get("device") if isinstance(res, dict) else None
+    if device is None:
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
 
 
 def _worker_name():
@@ -135,12 +208,14 @@ def _context(payload, spec, item, i, memo, cache_dir):
     return ItemContext(item, memo, ups)
 
 
-def _guarded(spec, fn):
+def _guarded(spec, fn, cache_dir):
     try:
         return fn()
     except ItemError as e:
         return e
     except Exception as e:   # a crash on one odd item must not lose the batch
+        if fault_kind(e, cache_dir) is not None:
+            raise            # ... but a fault of the machine is not the item's
         return _internal_error(spec, e)
 
 
@@ -168,23 +243,28 @@ class SyncExecutor:
 
 
 class DaskExecutor:
-    """A local cluster (processes, one thread each) or an existing scheduler."""
+    """A local cluster (processes, one thread each) or an existing scheduler.
 
-    def __init__(self, workers=None, scheduler=None, shared_paths=()):
+    `gpu_devices` (local only): one worker per entry sees that CUDA device
+    alone and declares a GPU resource; neural stages run there only, and
+    every other task on the remaining (CPU) workers."""
+
+    def __init__(self, workers=None, scheduler=None, shared_paths=(), gpu_devices=()):
         import logging
         import warnings
-        from distributed import Client, LocalCluster
+        from distributed import Client
         # The dashboard is off; distributed still warns when its default port is taken.
         warnings.filterwarnings("ignore", message="Port .* is already in use")
         for var in _THREAD_VARS:   # inherited by worker processes
             os.environ.setdefault(var, "1")
         self.cluster = None
+        self.placed = bool(gpu_devices) and not scheduler
         if scheduler:
             self.client = Client(scheduler, timeout="30s")
         else:
             n = workers or os.cpu_count() or 1
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=logging.ERROR)
+            self.cluster = local_cluster(max(1, n - len(gpu_devices)) if gpu_devices else n, gpu_devices,
+                                         logging.ERROR)
             self.client = Client(self.cluster)
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         self.workers = max(1, len(info))
@@ -205,7 +285,10 @@ class DaskExecutor:
 
     def _resources(self, payload):
         wants_gpu = any(_stage_for(s).gpu for s in payload["specs"])
-        return {"GPU": 1} if wants_gpu and self.gpu_workers else None
+        if wants_gpu and self.gpu_workers:
+            return {"GPU": 1}
+        # Our own CPU workers declare CPU, so decoding and DSP never take a GPU worker's slot.
+        return {"CPU": 1} if self.placed else None
 
     def map_unordered(self, payloads):
         from distributed import as_completed
@@ -236,10 +319,10 @@ class DaskExecutor:
             self.cluster.close()
 
 
-def make_executor(workers=None, scheduler=None, shared_paths=()):
+def make_executor(workers=None, scheduler=None, shared_paths=(), gpu_devices=()):
     if scheduler == "sync":
         return SyncExecutor()
-    return DaskExecutor(workers, scheduler, shared_paths)
+    return DaskExecutor(workers, scheduler, shared_paths, gpu_devices or ())
 
 
 def _path_report(paths) -> list:
@@ -255,42 +338,70 @@ def _path_report(paths) -> list:
 def run(index, levels, tallies, executor, progress=True) -> dict:
     """Execute the levels in order; `levels` yields, per level, an iterable of
     payloads built once the previous level is committed (it needs the
-    upstream shard locations)."""
+    upstream shard locations). A task that fails (an infrastructure fault
+    that outlasted its retries, a lost worker) stops the run: no new task
+    starts, the ones running are committed, then InfraFault is raised."""
+    import itertools
     bars = {label: _bar(label, t.computed, progress) for label, t in tallies.items()}
+    faults = []
     try:
         for payloads in levels:
-            for payload, receipts, error in executor.map_unordered(payloads):
+            if faults:
+                break
+            for payload, receipts, error in executor.map_unordered(
+                    itertools.takewhile(lambda _p: not faults, payloads)):
                 if error is not None:
-                    _task_failed(payload, error, tallies, bars)
+                    faults.append((fault_kind(error) is not None, _task_failed(payload, error, tallies, bars)))
                     continue
                 for r in receipts:
                     index.commit_receipt(r)
-                    t = tallies[r["label"]]
-                    t.seconds += r["seconds"]
-                    t.failed += len(r["errors"])
-                    t.computed -= len(r["errors"])
-                    t.messages += [(i, m) for _k, i, m in r["errors"]]
-                    for name, (total, n) in r.get("summary", {}).items():
-                        acc = t.meta_sums.setdefault(name, [0.0, 0])
-                        acc[0] += total
-                        acc[1] += n
+                    _count(tallies[r["label"]], r)
                     bars[r["label"]].update(len(r["keys"]) + len(r["errors"]))
     finally:
         for bar in bars.values():
             bar.close()
+    if faults:
+        raise _stopped(faults, tallies)
     return tallies
 
 
-def _task_failed(payload, error, tallies, bars):
-    """A task died (not an item problem): its items stay missing and are retried next run."""
-    msg = f"task failed: {type(error).__name__}: {error}"
+def _count(t, r):
+    t.stored += len(r["keys"])
+    t.seconds += r["seconds"]
+    t.failed += len(r["errors"])
+    t.computed -= len(r["errors"])
+    t.messages += [(i, m) for _k, i, m in r["errors"]]
+    t.places.add((r["worker"], r.get("device", "cpu")))
+    for name, (total, n) in r.get("summary", {}).items():
+        acc = t.meta_sums.setdefault(name, [0.0, 0])
+        acc[0] += total
+        acc[1] += n
+
+
+def _task_failed(payload, error, tallies, bars) -> str:
+    """A task died (not an item problem): its items stay missing, nothing
+    is recorded against them, and the next run computes them."""
+    labels = []
     for spec in payload["specs"]:
-        ids = [json.loads(s)["id"] for s, k in zip(payload["items"], payload["keys"][spec["label"]]) if k]
-        t = tallies[spec["label"]]
-        t.failed += len(ids)
-        t.computed -= len(ids)
-        t.messages += [(i, msg) for i in ids]
-        bars[spec["label"]].update(len(ids))
+        bars[spec["label"]].update(sum(1 for k in payload["keys"][spec["label"]] if k))
+        labels.append(spec["label"])
+    return f"{_described(error)}, in a task of {', '.join(labels)}"
+
+
+def _stopped(faults, tallies) -> InfraFault:
+    for t in tallies.values():      # what is not stored now was never started or was lost with its task
+        t.not_done, t.computed = t.computed - t.stored, t.stored
+    not_done = {label: t.not_done for label, t in tallies.items() if t.not_done}
+    infra, first = faults[0]
+    cause = "infrastructure fault" if infra else "a task failed (a stage or runner bug)"
+    fault = InfraFault(
+        f"{cause}, not an input problem: {first}"
+        + (f" (and {len(faults) - 1} more failed task(s))" if len(faults) > 1 else "")
+        + "; the run stopped. Nothing was recorded against the items; "
+        + ", ".join(f"{label}: {n} item(s)" for label, n in not_done.items())
+        + " not computed. Complete shards are kept: run the same command again to continue.")
+    fault.tallies = tallies
+    return fault
 
 
 def _bar(label, total, enabled):

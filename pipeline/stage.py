@@ -59,6 +59,7 @@ class Stage:
     consumes: dict = {}          # role -> config field naming the upstream spec
     group: Optional[str] = None  # stages of one group share a task (and its memo)
     batch_items: int = 64        # items per task
+    gpu_batch_items: int = 0     # items per task when a GPU worker runs it (0: batch_items)
     batched: bool = False        # True: compute_batch over all items of a task
     default_on: bool = False     # part of `pipeline extract` without --stages
     gpu: bool = False            # a neural stage that wants a GPU worker when there is one

@@ -22,7 +22,7 @@ def test_missing_stage_prints_the_extract_command(fbank_only, capsys, tmp_path):
                "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc != 0
-    assert "bert@tsin: 40 item(s) missing" in err
+    assert "bert@tsin: 32 item(s) missing" in err      # the 4class items
     assert f"pipeline extract --cache {fbank_only} --dataset iemocap --for tsin" in err
     assert not (tmp_path / "run").exists()                   # nothing trained
 

@@ -50,6 +50,7 @@ class DeepSpectrum(Stage):
     batched = True
     gpu = True
     batch_items = 32
+    gpu_batch_items = 128        # on a GPU worker: fewer, larger tasks (a forward pass stays batch_size images)
     runtime_options = ("batch_size", "threads")
 
     def validate(self):
