@@ -70,6 +70,7 @@ class SSL(Stage):
     # A task holds its items' states until its shard is written: 16 IEMOCAP utterances of
     # 13 x 768 frames are ~150 MB in float32. For long items (whole videos) lower it (--batch).
     batch_items = 16
+    gpu_batch_items = 64         # on a GPU worker: fuller forward passes (~600 MB of host memory per task)
     # `model` names where the model is; the key holds what it is (identity: its files' digest),
     # so an id and a folder of the same files, or a moved folder, share outputs.
     runtime_options = ("model", "batch_seconds", "device", "threads")
