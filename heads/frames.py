@@ -115,13 +115,13 @@ class FrameData(Data):
     frame where the anchor was found, an empty stream) are dropped with the
     reason, like items whose extraction failed."""
 
-    def __init__(self, cache, dataset, inputs: dict, labelset: str, timeline: Timeline):
+    def __init__(self, cache, dataset, inputs: dict, labelset: str, timeline: Timeline, overrides=None):
         self.timeline = timeline
         if timeline.anchor not in inputs:
             raise ValueError(f"timeline anchor {timeline.anchor!r} is not among the inputs {list(inputs)}")
         self._frames = {}
         self.no_face = {}           # item id -> (labelled frames without a face, no face at all)
-        super().__init__(cache, dataset, inputs, labelset)
+        super().__init__(cache, dataset, inputs, labelset, overrides)
         for item_id in list(self.items):
             try:
                 f = self.frames(item_id)

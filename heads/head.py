@@ -136,6 +136,11 @@ class Head(nn.Module):
     def classify(self, batch):
         raise NotImplementedError
 
+    def learned(self) -> dict:
+        """Small facts the trained model holds that a report should show
+        (e.g. learned layer weights), JSON-able; none by default."""
+        return {}
+
     def loss(self, logits, batch):
         """The training objective for a batch: the task's loss (cross-entropy
         for a classification, L1 for a regression), plus whatever auxiliary
@@ -211,11 +216,13 @@ class Head(nn.Module):
         (input name -> width, read from the cache before any training)."""
 
     @classmethod
-    def open_data(cls, cache, dataset, config):
+    def open_data(cls, cache, dataset, config, overrides=None):
         """The labelled data the head trains on: by default one example per
-        item (heads/data.py); per-frame heads return windows cut from items."""
+        item (heads/data.py); per-frame heads return windows cut from items.
+        `overrides`: stage options ({stage label: {key: value}}) that select
+        which extraction of the head's stage specs is read."""
         from .data import Data
-        return Data(cache, dataset, cls.inputs(config), config.labelset)
+        return Data(cache, dataset, cls.inputs(config), config.labelset, overrides)
 
     @classmethod
     def variant(cls, config) -> str:

@@ -134,8 +134,8 @@ class EMMANet(Head):
                         train_every=config.train_every)
 
     @classmethod
-    def open_data(cls, cache, dataset, config):
-        data = FrameData(cache, dataset, cls.inputs(config), config.labelset, cls.timeline(config))
+    def open_data(cls, cache, dataset, config, overrides=None):
+        data = FrameData(cache, dataset, cls.inputs(config), config.labelset, cls.timeline(config), overrides)
         report_no_face(data)
         return data
 
