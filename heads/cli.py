@@ -185,13 +185,24 @@ def head_config(cls, preset, config_file, pairs):
     """(head Config, stage overrides): `--set key=value` and top-level keys of
     the TOML file are head options; `--set stage.key=value` and the file's
     tables are the options of a stage the head reads, as on `pipeline extract`
-    (a `stages` list there is pipeline extract's, not a head option)."""
+    (a `stages` list there is pipeline extract's, not a head option). The
+    preset's own stage options (manifests/presets.toml) lie under them, as
+    on `pipeline extract --for HEAD --preset P`."""
     from pipeline.options import head_options, stage_options
+    from pipeline.presets import preset_stage_options
     dotted = [p for p in pairs if "." in p.partition("=")[0]]
     _, stages = stage_options(config_file, dotted)
     head = head_options(config_file, [p for p in pairs if p not in dotted])
     head = {k: v for k, v in head.items() if not isinstance(v, dict) and k != "stages"}
-    return cls.make_config(preset, head), stages
+    return cls.make_config(preset, head), preset_stage_options(preset, stages)
+
+
+def check_inputs(cls, preset, config, stages):
+    """Exit 2 before any work when a model the run reads is not on this machine,
+    or the preset requires an option the stages lack (a paper preset's GloVe file)."""
+    from pipeline.graph import resolve
+    from pipeline.presets import check_preset_inputs
+    check_preset_inputs(preset, resolve(cls.stages(config), stages))
 
 
 def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -> dict:
@@ -300,6 +311,7 @@ def cmd_train(args):
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
                          "use bf16 or fp32 on CPU")
     config, stages = head_config(cls, args.preset, args.config, args.set)
+    check_inputs(cls, args.preset, config, stages)
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)

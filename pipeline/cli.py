@@ -117,6 +117,7 @@ def _selection_args(p):
     p.add_argument("--cache", default=default_cache_dir(), help="cache folder (default ./.emocache or $EMOCACHE_DIR)")
     p.add_argument("--stages", help="comma-separated stage specs, e.g. fbank,mfcc@tsin")
     p.add_argument("--for", dest="for_head", help="the stages a head needs (manifests/<head>.toml)")
+    p.add_argument("--preset", help="with --for: the head's preset (default paper; manifests/presets.toml)")
     p.add_argument("--config", help="TOML file: `stages = [...]` and a table of options per stage")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
 
@@ -126,15 +127,20 @@ def _selection_args(p):
 def _specs(args):
     from .graph import default_labels, resolve
     from .options import stage_options
+    from .presets import check_preset_inputs, preset_stage_options
     file_stages, overrides = stage_options(args.config, args.set)
-    return resolve(_labels(args, file_stages, default_labels), overrides)
+    if not args.for_head:
+        return resolve(_labels(args, file_stages, default_labels), overrides)
+    specs = resolve(_labels(args, file_stages, default_labels), preset_stage_options(args.preset, overrides))
+    check_preset_inputs(args.preset, specs)
+    return specs
 
 
 def _labels(args, file_stages, default_labels):
     if args.stages:
         return [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.for_head:
-        return head_labels([args.for_head])
+        return head_labels([args.for_head], args.preset)
     return list(file_stages or default_labels())
 
 
@@ -197,6 +203,9 @@ def cmd_extract(args):
         raise UsageError("--batch must be >= 1")
     gpu_devices = _gpu_devices(args.gpu_workers, args.scheduler)
     specs = _specs(args)
+    for spec in specs:
+        for line in spec.stage.notes():
+            print(f"{spec.label}: {line}")
     if args.dataset:
         load_all().get_or_fail(args.dataset)
     with _locked(args.cache):

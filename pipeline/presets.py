@@ -120,3 +120,25 @@ def user_labelsets() -> list:
 
 def _where(f) -> str:
     return f.name if f.source == "packaged" else str(Path(f.source) / f.name)
+
+
+def preset_stage_options(preset, overrides=None) -> dict:
+    """The stage overrides of head preset `preset` (manifests/presets.toml),
+    with the user's `overrides` (label or stage -> options) on top."""
+    table = packaged("presets.toml").get(preset or "paper", {})
+    out = {stage: dict(opts) for stage, opts in table.get("stages", {}).items()}
+    for target, opts in (overrides or {}).items():
+        out.setdefault(target, {}).update(opts)
+    return out
+
+
+def check_preset_inputs(preset, specs) -> None:
+    """ConfigError (before any work) when a resolved spec lacks an option the
+    preset requires (a paper preset that reads GloVe needs the user's file)."""
+    required = packaged("presets.toml").get(preset or "paper", {}).get("require", {})
+    for spec in specs:
+        for dotted, how in required.items():
+            stage, _, option = dotted.partition(".")
+            if spec.name == stage and getattr(spec.stage.config, option, None) in (None, ""):
+                raise ConfigError(f"preset {preset or 'paper'}: {spec.label} needs {option} "
+                                  f"(nothing is substituted in a paper preset): {how}")
