@@ -19,6 +19,7 @@ from pipeline.options import add_manifests_option
 from pipeline.registry import UnknownName
 from pipeline.stage import ConfigError
 
+from .inputs import check_inputs, other_configurations
 from .models import load_all
 from .protocols import DEV_CHOICES, PROTOCOLS, LeakageError, ProtocolError
 
@@ -197,14 +198,6 @@ def head_config(cls, preset, config_file, pairs):
     return cls.make_config(preset, head), preset_stage_options(preset, stages)
 
 
-def check_inputs(cls, preset, config, stages):
-    """Exit 2 before any work when a model the run reads is not on this machine,
-    or the preset requires an option the stages lack (a paper preset's GloVe file)."""
-    from pipeline.graph import resolve
-    from pipeline.presets import check_preset_inputs
-    check_preset_inputs(preset, resolve(cls.stages(config), stages))
-
-
 def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -> dict:
     """Raise StagesMissing with the exact extract command when any stage the
     head reads (with the stage overrides `stages`) is missing or stale for
@@ -223,8 +216,11 @@ def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -
     sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
                    for label, opts in (stages or {}).items() for k, v in opts.items())
     command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
+    others = [line for label in needed if statuses[label]["missing"] for line in other_configurations(cache, label, stages)]
+    found = "".join(f"\n  {line}" for line in others)
+    found = f"\nother configurations in the cache (select one with these flags on heads train):{found}" if found else ""
     raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
-                        f"{config.labelset} ({'; '.join(problems)}).\n"
+                        f"{config.labelset} ({'; '.join(problems)}).{found}\n"
                         f"run:\n  {command}\n(or train without them: heads train ... --allow-missing)")
 
 
@@ -311,7 +307,7 @@ def cmd_train(args):
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
                          "use bf16 or fp32 on CPU")
     config, stages = head_config(cls, args.preset, args.config, args.set)
-    check_inputs(cls, args.preset, config, stages)
+    check_inputs(cls, args.preset, config, stages)      # before any work: exit 2
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)

@@ -1,0 +1,35 @@
+"""What a head reads, seen from the cache: the inputs a preset requires, and
+the other configurations of a stage the cache holds when the one a run
+resolved is not there (with the flags that select each)."""
+from __future__ import annotations
+
+import json
+import shlex
+
+
+def check_inputs(cls, preset, config, stages):
+    """Exit 2 before any work when a model the run reads is not on this machine,
+    or the preset requires an option the stages lack (a paper preset's GloVe file)."""
+    from pipeline.graph import resolve
+    from pipeline.presets import check_preset_inputs
+    check_preset_inputs(preset, resolve(cls.stages(config), stages))
+
+
+def other_configurations(cache, label, stages) -> list:
+    """One line per other configuration of `label`'s stage that has outputs in
+    the cache: its label and the `--set` flags (on pipeline extract and heads
+    train alike) that select it instead of the one resolved now."""
+    from .cli import _toml_value as toml_value
+    spec = cache.spec(label, stages)
+    mine = json.loads(spec.config_json)
+    rows = cache.index.db.execute(
+        "SELECT config_id, label, config FROM configs WHERE stage = ? AND config_id IN "
+        "(SELECT DISTINCT config_id FROM entries)", (spec.name,)).fetchall()
+    lines = []
+    for config_id, other, description in sorted(rows, key=lambda r: r[1]):
+        theirs = json.loads(description)["config"]
+        flags = [f"--set {shlex.quote(f'{spec.name}.{k}={toml_value(v)}')}" for k, v in theirs.items()
+                 if k not in spec.stage.runtime_options and mine.get(k) != v]
+        if config_id != spec.config_id and flags:
+            lines.append(f"{other}: {' '.join(flags)}")
+    return lines
