@@ -111,6 +111,7 @@ def _parser():
 
     r = sub.add_parser("report", help="table of runs side by side, with the papers' numbers")
     r.add_argument("runs", nargs="+")
+    r.add_argument("--json", action="store_true", help="the report as JSON (runs, papers, comparability)")
     r.set_defaults(func=cmd_report)
     add_manifests_option(sub)
     return p
@@ -295,6 +296,7 @@ def cmd_train(args):
     from pipeline.api import Cache
     from .metrics import aggregate
     from .protocols import Options, make_folds
+    from .provenance import provenance
     from .report import report_table, write_run
     from .tasks import check_options
     from .train import device_of, run_folds
@@ -347,6 +349,7 @@ def cmd_train(args):
         "missing_items": left_out, "precision": args.precision,
         "runs": runs, "overall": aggregate(runs, data.classes, data.task.summary), "features": data.provenance(),
         "command": "heads " + " ".join(args.argv),
+        "provenance": provenance(cache, dataset, cls.stages(config), stages, device),
     }
     write_run(out, record)
     record["_path"] = str(out)
@@ -408,8 +411,12 @@ def cmd_evaluate(args):
 # --- report -----------------------------------------------------------------
 
 def cmd_report(args):
-    from .report import load_run, report_table
+    from .report import load_run, report_json, report_table
     records = [load_run(path) for path in args.runs]
+    if args.json:
+        import json
+        print(json.dumps(report_json(records), indent=1, sort_keys=True))
+        return
     print(report_table(records))
     for r in records:
         print(f"{Path(r['_path']).name}: plots {r['_path']}/confusion.png, {r['_path']}/curves.png")

@@ -127,13 +127,10 @@ def _selection_args(p):
 def _specs(args):
     from .graph import default_labels, resolve
     from .options import stage_options
-    from .presets import check_preset_inputs, preset_stage_options
+    from .presets import resolve_preset
     file_stages, overrides = stage_options(args.config, args.set)
-    if not args.for_head:
-        return resolve(_labels(args, file_stages, default_labels), overrides)
-    specs = resolve(_labels(args, file_stages, default_labels), preset_stage_options(args.preset, overrides))
-    check_preset_inputs(args.preset, specs)
-    return specs
+    labels = _labels(args, file_stages, default_labels)
+    return resolve_preset(labels, overrides, args.preset) if args.for_head else resolve(labels, overrides)
 
 
 def _labels(args, file_stages, default_labels):
@@ -193,6 +190,7 @@ def _read_items(dataset, root):
 
 def cmd_extract(args):
     from .corpora import load_all
+    from .demo import corpus_marks
     from .plan import extract, record_dataset
     from .placement import gpu_placement
     from .runner import make_executor
@@ -203,9 +201,7 @@ def cmd_extract(args):
         raise UsageError("--batch must be >= 1")
     gpu_devices = _gpu_devices(args.gpu_workers, args.scheduler)
     specs = _specs(args)
-    for spec in specs:
-        for line in spec.stage.notes():
-            print(f"{spec.label}: {line}")
+    print("".join(f"{spec.label}: {line}\n" for spec in specs for line in spec.stage.notes()), end="")
     if args.dataset:
         load_all().get_or_fail(args.dataset)
     with _locked(args.cache):
@@ -213,7 +209,7 @@ def cmd_extract(args):
         dataset, root = _dataset_and_root(args, index)
         items = _read_items(dataset, root)
         _print_warnings(items)
-        record_dataset(index, args.cache, dataset, root, {}, items)
+        record_dataset(index, args.cache, dataset, root, corpus_marks(root), items)
         t0 = time.perf_counter()
         try:
             tallies, seconds = extract(args.cache, dataset, items, specs,

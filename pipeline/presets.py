@@ -132,6 +132,15 @@ def preset_stage_options(preset, overrides=None) -> dict:
     return out
 
 
+def resolve_preset(labels, overrides, preset):
+    """The specs of `labels` as head preset `preset` reads them (its stage
+    options under the user's `overrides`), checked for what it requires."""
+    from .graph import resolve
+    specs = resolve(labels, preset_stage_options(preset, overrides))
+    check_preset_inputs(preset, specs)
+    return specs
+
+
 def check_preset_inputs(preset, specs) -> None:
     """ConfigError (before any work) when a resolved spec lacks an option the
     preset requires (a paper preset that reads GloVe needs the user's file)."""

@@ -137,3 +137,36 @@ def test_tsin_paper_preset_trains_on_the_users_bert(demo_root, bert_base, tmp_pa
     err = capsys.readouterr().err
     assert "other configurations in the cache" in err
     assert f"bert@tsin: --set 'bert.model=\"{bert_base}\"'" in err
+    assert heads(["report", str(run)]) == 0
+    assert "not comparable" not in capsys.readouterr().out      # holdout: no paper row to stand beside
+
+
+def test_a_demo_run_shows_no_paper_figure_and_says_why(demo_root, bert_base, tmp_path, hf_home, capsys):
+    from heads.comparable import reasons
+    as_hf_cache(hf_home, "bert-base-uncased", bert_base)
+    cache = tmp_path / "cache"
+    rc, out, err = extract(demo_root, cache, capsys, "--for", "tsin")
+    assert rc == 0, err
+    run = tmp_path / "run"
+    assert heads(["train", "--model", "tsin", "--cache", str(cache), "--protocol", "session", "--preset", "paper",
+                  "--set", "epochs=1", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert heads(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "paper 003 TSIN" not in out and "74.92" not in out
+    assert "not comparable to 003 TSIN: epochs=1 (paper: 80); a demo corpus" in out
+    record = json.loads((run / "results.json").read_text())
+    prov = record["provenance"]
+    assert prov["demo_corpus"] and prov["libraries"]["torch"] and prov["emocache"]
+    bert = prov["stages"]["bert@tsin"]
+    assert bert["config"]["model"] == "bert-base-uncased" and bert["attrs"]["hidden_size"] == 768
+    assert bert["attrs"]["num_hidden_layers"] == 12 and bert["identity"]["model_digest"]
+    # The same run on a corpus without the demo mark and with the paper's epochs is comparable.
+    record.update(config={**record["config"], "epochs": 80},
+                  provenance={**prov, "demo_corpus": False})
+    assert reasons(record) == []
+    capsys.readouterr()
+    assert heads(["report", "--json", str(run)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["preset"] == "paper" and row["papers"][0]["comparable"] is False
+    assert "a demo corpus" in row["papers"][0]["reasons"] and row["papers"][0]["figures"] == {}
