@@ -170,3 +170,61 @@ def _judged(loc, inputs):
 def load(label, item_ids=None, cache_dir=None, **kw) -> dict:
     """Shortcut: `Cache(cache_dir).load(label, item_ids, ...)`."""
     return Cache(cache_dir).load(label, item_ids, **kw)
+
+
+class Tallies(dict):
+    """stage label -> runner.StageTally (computed, reused, failed, failed_before,
+    skipped, seconds, messages), plus the run's dataset, root, item count,
+    reader report and seconds."""
+
+    def __init__(self, tallies, dataset, root, n_items, seconds, report=()):
+        super().__init__(tallies)
+        self.dataset, self.root, self.n_items, self.seconds = dataset, root, n_items, seconds
+        self.report = list(report)
+
+    def to_json(self) -> dict:
+        """Plain data (what `pipeline extract --json` prints)."""
+        stages = {label: {"computed": t.computed, "reused": t.reused, "failed": t.failed,
+                          "failed_before": t.failed_before, "skipped": t.skipped,
+                          "seconds": round(t.seconds, 3),
+                          "errors": [[i, m] for i, m in t.messages + getattr(t, "cached_errors", [])],
+                          "ran_on": sorted(f"{w} ({d})" for w, d in t.places)}
+                  for label, t in self.items()}
+        return {"dataset": self.dataset, "root": self.root, "items": self.n_items,
+                "seconds": round(self.seconds, 3), "stages": stages, "reader_report": self.report}
+
+
+def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, workers=None,
+            scheduler=None, gpu_workers=None, retry_failed=False, batch=None, progress=False,
+            on_items=None) -> Tallies:
+    """Compute what is missing for `stages` (stage specs, e.g. ["fbank", "mfcc@tsin"];
+    default: the default stages) over the items of corpus `dataset` at `root`
+    into the cache folder `cache` (default ./.emocache or $EMOCACHE_DIR), with
+    option `overrides` ({stage or spec: {option: value}}). `dataset` and `root`
+    default to those the cache recorded. Runs on `workers` local Dask processes,
+    or `scheduler` (an address, or "sync": this process). Returns the per-stage
+    tallies (`Tallies`); bad items are in them, not raised. Bad options raise
+    before any work (ValueError subclasses); an infrastructure fault raises
+    faults.InfraFault, whose `tallies` say what was done."""
+    from .cli import UsageError, _locked, _gpu_devices, extract_items
+    from .graph import default_labels, resolve
+    from .placement import gpu_placement
+    from .plan import extract as run_plan
+    from .runner import make_executor
+    from .store import Index
+    cache = str(cache or default_cache_dir())
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if batch is not None and batch < 1:
+        raise UsageError("--batch must be >= 1")
+    gpu_devices = _gpu_devices(gpu_workers, scheduler)
+    specs = resolve(list(stages or default_labels()), overrides)
+    with _locked(cache):
+        dataset, root, items = extract_items(Index(cache), dataset, root)
+        if on_items:
+            on_items(items)
+        tallies, seconds = run_plan(cache, dataset, items, specs,
+                                    lambda: make_executor(workers, scheduler, (os.path.abspath(cache), root),
+                                                          gpu_placement() if gpu_devices is None else gpu_devices),
+                                    retry_failed=retry_failed, batch_size=batch, progress=progress)
+    return Tallies(tallies, dataset, root, len(items), seconds, getattr(items, "report", ()))
