@@ -265,8 +265,8 @@ def cmd_train(args):
           f"{args.protocol} protocol, {len(folds)} folds x {args.seeds} seed(s), {device}")
     seeds = list(range(args.seed, args.seed + args.seeds))
     t0 = time.perf_counter()
-    runs = run_folds(cls, config, data, folds, seeds, out, device, progress=not args.quiet,
-                     precision=args.precision)
+    progress = not args.quiet and sys.stderr.isatty()     # bars only on a terminal, never into a log
+    runs = run_folds(cls, config, data, folds, seeds, out, device, progress=progress, precision=args.precision)
     record = {
         "head": cls.name, "variant": variant, "preset": args.preset, "config": asdict(config),
         "dataset": dataset, "corpus": data.corpus, "labelset": config.labelset, "classes": data.classes,

@@ -6,6 +6,10 @@
     feats["Ses01F_impro01_F000"].arrays["fbank"]      # (T, 80) float32
     feats["Ses01F_impro01_F000"].times["fbank"]       # (T,) seconds
 
+`Cache.torch_dataset` gives the torch Dataset the heads train on, for a
+model of your own; `extract` (below) computes features from Python as
+`pipeline extract` does.
+
 `Cache.locate` is the one answer to "where is each item's output, and is it
 current?"; `status`, `load` and the heads all go through it. `load` refuses
 outputs made from inputs that have changed since (stale) and says which
@@ -153,6 +157,48 @@ class Cache:
             if config_id == spec.config_id and n:
                 return self.reader.attrs(shard)["stage_attrs"]
         return {}
+
+    def torch_dataset(self, inputs, labelset, dataset=None, items=None):
+        """The torch Dataset the heads train on (heads/data.py), for training
+        a model of your own on the cache.
+
+        `inputs`: {name: "stage spec/array"} (e.g. {"x": "opensmile@egemaps/functionals",
+        "frames": "fbank@tsin/fbank"}; the array's kind, a sequence or one vector,
+        is read from the cache) or {name: heads.head.Input}; options other than
+        the defaults come as named configurations (`stage@name`, manifests). `labelset`: a label
+        set of the dataset's corpus (manifests/labelsets.toml). `items`: item
+        ids (default: every item the label set keeps). Example i is a dict:
+        "id", "label" (class index, or a number for a regression set) and each
+        input as float32 (steps, width) or (width,). Batch with
+        `DataLoader(ds, batch_size=16, collate_fn=heads.data.collate)`: sequences
+        are zero-padded and `<name>_mask` marks real steps. `ds.data.classes`
+        names the classes; items whose extraction failed are left out and
+        listed in `ds.data.dropped`. Missing or stale outputs raise NotInCache
+        with the `pipeline extract` command that makes them."""
+        from heads.data import Data
+        from heads.head import Input
+        name = self.dataset(dataset)
+        wanted = {key: value if isinstance(value, Input) else self._input(value, name)
+                  for key, value in inputs.items()}
+        data = Data(self, name, wanted, labelset)
+        return data.subset(data.ids if items is None else [i for i in items if i in data.items])
+
+    def _input(self, text, dataset):
+        """heads.head.Input for "stage spec/array", its kind as stored."""
+        from heads.head import Input
+        label, sep, array = str(text).rpartition("/")
+        if not sep or not label or not array:
+            raise ValueError(f"input {text!r}: expected 'stage spec/array', e.g. 'fbank@tsin/fbank'")
+        spec = self.spec(label)
+        for shard, config_id, n, *_ in self.index.shards():
+            if config_id == spec.config_id and n:
+                kinds = self.reader.attrs(shard)["arrays"]
+                if array not in kinds:
+                    raise ValueError(f"input {text!r}: {label} has no array {array!r} "
+                                     f"(it has: {', '.join(sorted(kinds))})")
+                return Input(label, array, "vec" if kinds[array]["kind"] == "vec" else "seq")
+        raise NotInCache(f"nothing of {label} is in the cache {self.dir}; run: pipeline extract "
+                         f"--cache {self.dir} --dataset {dataset} --stages {label}")
 
 
 def _judged(loc, inputs):
