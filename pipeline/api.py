@@ -252,7 +252,7 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
     tallies (`Tallies`); bad items are in them, not raised. Bad options raise
     before any work (ValueError subclasses); an infrastructure fault raises
     faults.InfraFault, whose `tallies` say what was done."""
-    from .cli import UsageError, _locked, _gpu_devices, extract_items
+    from .cli import UsageError, _locked, _gpu_devices
     from .graph import default_labels, resolve
     from .placement import gpu_placement
     from .plan import extract as run_plan
@@ -266,7 +266,7 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
     gpu_devices = _gpu_devices(gpu_workers, scheduler)
     specs = resolve(list(stages or default_labels()), overrides)
     with _locked(cache):
-        dataset, root, items = extract_items(Index(cache), dataset, root)
+        dataset, root, items = _extract_items(Index(cache), dataset, root)
         if on_items:
             on_items(items)
         tallies, seconds = run_plan(cache, dataset, items, specs,
@@ -274,3 +274,28 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
                                                           gpu_placement() if gpu_devices is None else gpu_devices),
                                     retry_failed=retry_failed, batch_size=batch, progress=progress)
     return Tallies(tallies, dataset, root, len(items), seconds, getattr(items, "report", ()))
+
+
+def _extract_items(index, dataset=None, root=None) -> tuple:
+    """(dataset, root, items) read from the corpus, recorded in the cache
+    (`index`): what `extract` works on. Dataset and root default to the
+    cache's own."""
+    from .cli import _dataset_and_root, _read_items
+    from .corpora import load_all
+    from .plan import record_dataset
+    if dataset:
+        load_all().get_or_fail(dataset)
+    dataset, root = _dataset_and_root(index, dataset, root)
+    items = _read_items(dataset, root)
+    record_dataset(index, index.root, dataset, root, {}, items)
+    return dataset, root, items
+
+
+def stage_state(st, n_items) -> dict:
+    """One stage's status (Cache.status) as plain data: its overall state,
+    counts per state, failed items' messages, items whose input file is missing."""
+    n = {k: len(st[k]) for k in ("current", "stale", "missing", "failed")}
+    state = ("unverified" if st["unverified"] else "up to date") if n["current"] + n["failed"] == n_items \
+        else "stale" if n["stale"] else "missing"
+    return {"state": state, "counts": n, "config_id": st["spec"].config_id, "errors": st["errors"],
+            "missing_inputs": st["missing inputs"], "unverified": len(st["unverified"])}

@@ -215,20 +215,6 @@ def cmd_extract(args):
     return 1 if args.strict and failed else 0
 
 
-def extract_items(index, dataset=None, root=None) -> tuple:
-    """(dataset, root, items) read from the corpus, recorded in the cache
-    (`index`): what `extract` works on. Dataset and root default to the
-    cache's own."""
-    from .corpora import load_all
-    from .plan import record_dataset
-    if dataset:
-        load_all().get_or_fail(dataset)
-    dataset, root = _dataset_and_root(index, dataset, root)
-    items = _read_items(dataset, root)
-    record_dataset(index, index.root, dataset, root, {}, items)
-    return dataset, root, items
-
-
 def _gpu_devices(n, scheduler):
     """The CUDA device of each local GPU worker (--gpu-workers), as
     CUDA_VISIBLE_DEVICES entries, or None for the default (one per visible
@@ -299,7 +285,7 @@ def _print_summary(dataset, n_items, tallies, seconds):
 
 
 def cmd_status(args):
-    from .api import Cache
+    from .api import Cache, stage_state
     cache = Cache(args.cache)
     specs = _specs(args)
     dataset, root = _dataset_and_root(cache.index, args.dataset, args.root, must_exist=False)
@@ -322,16 +308,6 @@ def cmd_status(args):
         if args.errors:
             for item_id, msg in row["errors"].items():
                 print(f"  {item_id}: {msg}")
-
-
-def stage_state(st, n_items) -> dict:
-    """One stage's status (Cache.status) as plain data: its overall state,
-    counts per state, failed items' messages, items whose input file is missing."""
-    n = {k: len(st[k]) for k in ("current", "stale", "missing", "failed")}
-    state = ("unverified" if st["unverified"] else "up to date") if n["current"] + n["failed"] == n_items \
-        else "stale" if n["stale"] else "missing"
-    return {"state": state, "counts": n, "config_id": st["spec"].config_id, "errors": st["errors"],
-            "missing_inputs": st["missing inputs"], "unverified": len(st["unverified"])}
 
 
 def cmd_list(args):

@@ -58,7 +58,7 @@ class Registry(dict):
     def _add_plugin(self, ep):
         before = set(self)
         obj = ep.load()
-        if isinstance(obj, type) or callable(obj):
+        if callable(obj):                   # a class or function named by the entry itself
             if any(self[k] is obj for k in self):
                 return                  # it registered itself on import
             self.register(ep.name)(obj)

@@ -113,3 +113,27 @@ def test_plugin_extracts_and_trains(plugin, wav_folder, tmp_path):
     tested = sum(len(r["predictions"]) for r in record["runs"])
     assert tested == n
 
+
+
+def test_entry_naming_an_object_and_broken_ones(tmp_path, monkeypatch):
+    """An entry may name the object itself (registered under the entry's
+    name); one that does not import, one whose name is taken and a module
+    that registers nothing are each named in a warning, and the rest loads."""
+    from pipeline.registry import PluginWarning, Registry
+    (tmp_path / "emo_objects.py").write_text("def reader(root):\n    return []\n\n\ndef other(root):\n    return []\n")
+    info = tmp_path / "emo_objects-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: emo-objects\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[emocache.test_objects]\nmine = emo_objects:reader\n"
+                                           "gone = emo_objects:not_there\ntaken = emo_objects:other\n"
+                                           "quiet = emo_objects\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry("corpus")
+    registry.register("taken")(len)
+    with pytest.warns(PluginWarning) as caught:
+        registry.load_plugins("emocache.test_objects")
+    messages = " | ".join(str(w.message) for w in caught)
+    assert len(caught) == 3, messages
+    assert "'gone' (emo_objects:not_there" in messages and "'quiet' (emo_objects" in messages
+    assert "'taken'" in messages and "registered twice" in messages
+    assert registry["mine"].__name__ == "reader" and registry["taken"] is len
