@@ -4,6 +4,7 @@
     heads train --model tsin --cache DIR --protocol session [--preset demo] [--set key=value]
     heads evaluate RUN --cache DIR [--dataset NAME]
     heads report RUN [RUN ...]
+    heads predict RUN --dataset table --root new.csv [--cache DIR] [--out preds.csv]
 """
 from __future__ import annotations
 

@@ -250,8 +250,9 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
     default to those the cache recorded. Runs on `workers` local Dask processes,
     or `scheduler` (an address, or "sync": this process). Returns the per-stage
     tallies (`Tallies`); bad items are in them, not raised. Bad options raise
-    before any work (ValueError subclasses); an infrastructure fault raises
-    faults.InfraFault, whose `tallies` say what was done."""
+    before any work, naming the problem (stage.ConfigError, registry.UnknownName,
+    cli.UsageError); an infrastructure fault raises faults.InfraFault, whose
+    `tallies` say what was done."""
     from .cli import UsageError, _locked, _gpu_devices
     from .graph import default_labels, resolve
     from .placement import gpu_placement

@@ -36,6 +36,17 @@ def test_extract_returns_the_tally(cache, demo_root):
     assert again["fbank@tsin"].computed == 0 and again["fbank@tsin"].reused == n - failed
 
 
+def test_bad_options_raise_before_work(demo_root, tmp_path):
+    from pipeline.registry import UnknownName
+    from pipeline.stage import ConfigError
+    with pytest.raises(ConfigError, match="unknown option 'nope'"):
+        api.extract(dataset="iemocap", root=demo_root, cache=tmp_path / "c", stages=["mfcc"],
+                    overrides={"mfcc": {"nope": 1}}, scheduler="sync")
+    with pytest.raises(UnknownName, match="unknown stage 'fbnak'"):
+        api.extract(dataset="iemocap", root=demo_root, cache=tmp_path / "c", stages=["fbnak"], scheduler="sync")
+    assert not (tmp_path / "c").exists()
+
+
 def test_torch_dataset_one_batch(cache):
     folder, _ = cache
     ds = api.Cache(folder).torch_dataset({"frames": "fbank@tsin/fbank"}, labelset="4class")
