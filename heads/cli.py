@@ -1,6 +1,7 @@
 """The `heads` command: train and evaluate fusion heads on the feature cache.
 
     heads list
+    heads config tsin [--preset paper] [--set key=value]
     heads train --model tsin --cache DIR --protocol session [--preset demo] [--set key=value]
     heads evaluate RUN --cache DIR [--dataset NAME]
     heads report RUN [RUN ...]
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -65,6 +67,12 @@ def _parser():
     ls = sub.add_parser("list", help="registered heads, their variants and the stages each consumes")
     ls.set_defaults(func=cmd_list)
 
+    c = sub.add_parser("config", help="a head's resolved preset as TOML, each value with its source")
+    c.add_argument("model", help="head name (see `heads list`)")
+    c.add_argument("--preset", default="paper", help="paper (the published recipe) or demo")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="head option")
+    c.set_defaults(func=cmd_config)
+
     t = sub.add_parser("train", help="train a head with an evaluation protocol")
     t.add_argument("--model", required=True, help="head name (see `heads list`)")
     t.add_argument("--cache", default=default_cache_dir())
@@ -76,8 +84,9 @@ def _parser():
     t.add_argument("--ratios", default="3:1:1",
                    help="ratio protocol: train:dev:test parts; holdout: their shares (e.g. 7:1:2)")
     t.add_argument("--preset", default="paper", help="paper (the published recipe) or demo")
-    t.add_argument("--config", help="TOML file of head options (flat keys)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="head option")
+    t.add_argument("--config", help="TOML file of head options (flat keys; [stage] tables: stage options)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="head option, or STAGE.KEY=VALUE: the stage option the features were extracted with")
     t.add_argument("--seeds", type=int, default=1, help="repeat with seeds SEED .. SEED+N-1")
     t.add_argument("--seed", type=int, default=0, help="first seed; also shuffles random protocols")
     t.add_argument("--device", help="cpu or cuda (default: cuda when present)")
@@ -136,19 +145,65 @@ def _variants(cls):
     return list(typing.get_args(hints["ablation"])) if "ablation" in hints else []
 
 
+# --- config -----------------------------------------------------------------
+
+def cmd_config(args):
+    """Print the resolved options (valid TOML for --config), each with its
+    source: the paper's section or our choice; the preset's and --set's
+    changes to the paper's values are marked as such."""
+    from .head import RUNTIME_FIELDS
+    cls = load_all().get_or_fail(args.model)
+    config, _stages = head_config(cls, args.preset, None, args.set)
+    paper = asdict(cls.make_config("paper"))
+    sources = cls.sources()
+    set_keys = {pair.partition("=")[0].strip() for pair in args.set}
+    print(f"# {cls.name}: {cls.description}\n# preset {args.preset}; sources: manifests/sources.toml, "
+          f"[sources.{cls.name}] and its parents'")
+    for name, value in asdict(config).items():
+        if name in set_keys:
+            note = "--set"
+        elif value != paper[name]:
+            note = f"preset {args.preset} (paper: {_toml_value(paper[name])})"
+        elif name in RUNTIME_FIELDS:
+            note = "runtime: how the run executes, not what it computes"
+        else:
+            note = sources.get(name, "NO SOURCE")
+        print(f"{name} = {_toml_value(value)}  # {note}")
+
+
+def _toml_value(value) -> str:
+    import json
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
 # --- train ------------------------------------------------------------------
 
 def head_config(cls, preset, config_file, pairs):
-    from pipeline.options import head_options
-    return cls.make_config(preset, head_options(config_file, pairs))
+    """(head Config, stage overrides): `--set key=value` and top-level keys of
+    the TOML file are head options; `--set stage.key=value` and the file's
+    tables are the options of a stage the head reads, as on `pipeline extract`
+    (a `stages` list there is pipeline extract's, not a head option)."""
+    from pipeline.options import head_options, stage_options
+    dotted = [p for p in pairs if "." in p.partition("=")[0]]
+    _, stages = stage_options(config_file, dotted)
+    head = head_options(config_file, [p for p in pairs if p not in dotted])
+    head = {k: v for k, v in head.items() if not isinstance(v, dict) and k != "stages"}
+    return cls.make_config(preset, head), stages
 
 
-def check_cache(cache, dataset, cls, config, allow_missing=False) -> dict:
+def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -> dict:
     """Raise StagesMissing with the exact extract command when any stage the
-    head reads is missing or stale for some item of its label set; with
-    `allow_missing`, return those items instead (id -> why)."""
+    head reads (with the stage overrides `stages`) is missing or stale for
+    some item of its label set; with `allow_missing`, return those items
+    instead (id -> why)."""
     needed = cls.stages(config)
-    statuses = {label: cache.status(label, dataset) for label in needed}
+    statuses = {label: cache.status(label, dataset, stages) for label in needed}
     wanted = {it.id for it in cache.items(dataset) if in_labelset(it, config.labelset)}
     lacking, problems = missing_features(statuses, wanted)
     if not problems or allow_missing:
@@ -157,7 +212,9 @@ def check_cache(cache, dataset, cls, config, allow_missing=False) -> dict:
     manifest_list = head_stage_lists().get(cls.manifest)
     selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
                  else f"--stages {','.join(needed)}")
-    command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}"
+    sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
+                   for label, opts in (stages or {}).items() for k, v in opts.items())
+    command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
     raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
                         f"{config.labelset} ({'; '.join(problems)}).\n"
                         f"run:\n  {command}\n(or train without them: heads train ... --allow-missing)")
@@ -205,10 +262,10 @@ def without_items(cache, left_out):
     return Without()
 
 
-def _without_missing(cache, dataset, cls, config, allow_missing) -> tuple:
+def _without_missing(cache, dataset, cls, config, allow_missing, stages=None) -> tuple:
     """(the cache to train from, {item id: why} of the items left out):
     refuses lacking features unless allow_missing, which names each item."""
-    left_out = check_cache(cache, dataset, cls, config, allow_missing)
+    left_out = check_cache(cache, dataset, cls, config, allow_missing, stages)
     for item_id, why in sorted(left_out.items()):
         print(f"heads: training without {item_id}: {why} (--allow-missing)", file=sys.stderr)
     return (without_items(cache, set(left_out)) if left_out else cache), left_out
@@ -245,13 +302,13 @@ def cmd_train(args):
     if args.precision == "fp16" and device_of(args.device).type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
                          "use bf16 or fp32 on CPU")
-    config = head_config(cls, args.preset, args.config, args.set)
+    config, stages = head_config(cls, args.preset, args.config, args.set)
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)
     _notice_unmounted(cache, dataset)
-    cache, left_out = _without_missing(cache, dataset, cls, config, args.allow_missing)
-    data = cls.open_data(cache, dataset, config)
+    cache, left_out = _without_missing(cache, dataset, cls, config, args.allow_missing, stages)
+    data = cls.open_data(cache, dataset, config, stages)
     check_options(data.task, config, cls.name)      # the label set decides the task
     cls.check_dims(config, data.dims())
     for item_id, why in sorted(data.dropped.items()):
@@ -272,6 +329,7 @@ def cmd_train(args):
     runs = run_folds(cls, config, data, folds, seeds, out, device, progress=progress, precision=args.precision)
     record = {
         "head": cls.name, "variant": variant, "preset": args.preset, "config": asdict(config),
+        "stage_overrides": stages,
         "dataset": dataset, "corpus": data.corpus, "labelset": config.labelset, "classes": data.classes,
         "task": data.task.describe(),
         "protocol": {"name": args.protocol, "dev": args.dev, "k": args.folds if args.protocol == "kfold" else None,
@@ -312,8 +370,9 @@ def cmd_evaluate(args):
     if part == "test" and dataset != record["dataset"]:
         raise UsageError(f"--part test needs the run's own dataset ({record['dataset']}); use --part all")
     _notice_unmounted(cache, dataset)
-    check_cache(cache, dataset, cls, config)
-    data = cls.open_data(cache, dataset, config)
+    stages = record.get("stage_overrides") or {}
+    check_cache(cache, dataset, cls, config, stages=stages)
+    data = cls.open_data(cache, dataset, config, stages)
     per_speaker = cls.speaker_normalised(config)
     if per_speaker:
         data.normalise_per_speaker(per_speaker, config.speaker_center)

@@ -34,10 +34,11 @@ class Source:
     failed: dict = field(default_factory=dict)   # item id -> extraction error
 
 
-def locate(cache, dataset, label, item_ids) -> Source:
-    """Source for `label`; raises NotInCache (with the command to run) when
-    any wanted item lacks an up-to-date output."""
-    spec = cache.spec(label)
+def locate(cache, dataset, label, item_ids, overrides=None) -> Source:
+    """Source for `label` (with stage `overrides`, as `--set STAGE.KEY=VALUE`
+    gives them); raises NotInCache (with the command to run) when any wanted
+    item lacks an up-to-date output."""
+    spec = cache.spec(label, overrides)
     found = cache.locate(spec, dataset, item_ids)
     lacking = [i for i, loc in found.items() if loc.state in ("missing", "stale")]
     if lacking:
@@ -51,7 +52,7 @@ def locate(cache, dataset, label, item_ids) -> Source:
 class Data:
     """The labelled items of a dataset with the inputs a head needs."""
 
-    def __init__(self, cache, dataset, inputs: dict, labelset: str):
+    def __init__(self, cache, dataset, inputs: dict, labelset: str, overrides=None):
         self.cache_dir = cache.dir
         self.reader = ShardReader(cache.dir)
         self.dataset = cache.dataset(dataset)
@@ -67,7 +68,7 @@ class Data:
         ids = [it.id for it, _ in kept]
         self.sources = {}
         for stage in sorted({i.stage for i in self.inputs.values()}):
-            self.sources[stage] = locate(cache, self.dataset, stage, ids)
+            self.sources[stage] = locate(cache, self.dataset, stage, ids, overrides)
         self.dropped = {i: f"{s.label}: {msg}" for s in self.sources.values() for i, msg in s.failed.items()}
         kept = [(it, c) for it, c in kept if it.id not in self.dropped]
         self.items = {it.id: it for it, _ in kept}

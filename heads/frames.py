@@ -14,6 +14,12 @@ current vector rather than a mean: the sampled frame nearest the target
 frame among those where the face was found, so a head reads the current
 face as the last valid step of its face input.
 
+A video in which the face was never found is kept, as ABAW scores every
+labelled frame: its anchor is what the stage stores for "no face" at each
+sampled frame (zeros), and `no_face` counts, per item, the labelled frames
+whose nearest sampled frame had no face, so a run can say how many of its
+scores came from filled features.
+
 Frames the label set drops (Aff-Wild2's -1) are never targets. Training
 takes every `train_every`-th labelled frame of an item (frames between two
 face samples differ only in labels, not inputs); evaluation takes every
@@ -53,6 +59,8 @@ class ItemFrames:
     streams: dict                   # input name -> (timeline steps, width) float32
     anchor_frames: np.ndarray       # (n,) sampled frame indices where the anchor was found, sorted
     anchor_values: np.ndarray       # (n, width) the anchor's values at those frames
+    no_face: int = 0                # labelled frames whose nearest sampled frame had no face
+    faceless: bool = False          # no face found anywhere in the item
 
     def step_of(self, frame, step_s) -> int:
         n = len(next(iter(self.streams.values())))
@@ -107,15 +115,18 @@ class FrameData(Data):
     frame where the anchor was found, an empty stream) are dropped with the
     reason, like items whose extraction failed."""
 
-    def __init__(self, cache, dataset, inputs: dict, labelset: str, timeline: Timeline):
+    def __init__(self, cache, dataset, inputs: dict, labelset: str, timeline: Timeline, overrides=None):
         self.timeline = timeline
         if timeline.anchor not in inputs:
             raise ValueError(f"timeline anchor {timeline.anchor!r} is not among the inputs {list(inputs)}")
         self._frames = {}
-        super().__init__(cache, dataset, inputs, labelset)
+        self.no_face = {}           # item id -> (labelled frames without a face, no face at all)
+        super().__init__(cache, dataset, inputs, labelset, overrides)
         for item_id in list(self.items):
             try:
-                self.frames(item_id)
+                f = self.frames(item_id)
+                if f.no_face:
+                    self.no_face[item_id] = (f.no_face, f.faceless)
             except ValueError as e:
                 self.dropped[item_id] = str(e)
                 del self.items[item_id], self.labels[item_id]
@@ -147,24 +158,34 @@ class FrameData(Data):
         if not fps or fps <= 0:
             raise ValueError("no frame rate (extra['fps']): frames cannot be put on the timeline")
         n_steps = timeline_steps(len(labels), fps, tl.step_s)
-        streams, anchor_frames, anchor_values = {}, None, None
+        streams, anchor = {}, None
         for name, inp in self.inputs.items():
             values, times, usable = self._read(item_id, inp, inp.array)
             found = self._found(item_id, inp)
             if found is not None and found.any():
                 usable = found
             if name == tl.anchor:
-                frames, _, _ = self._read(item_id, inp, tl.frame_array)
-                if found is None or not found.any():
-                    raise ValueError(f"{inp.stage}: no step where {tl.found_array or 'anything'} is set")
-                order = np.argsort(frames.reshape(-1)[usable], kind="stable")
-                anchor_frames = frames.reshape(-1)[usable][order]
-                anchor_values = values.reshape(len(values), -1)[usable][order].astype(np.float32)
+                anchor = self._anchor(item_id, inp, values, usable, found, labels)
             try:
                 streams[name] = to_timeline(values, times, n_steps, tl.step_s, usable)
             except ValueError as e:
                 raise ValueError(f"{inp.stage} {inp.array}: {e}") from None
-        return ItemFrames(labels, float(fps), streams, anchor_frames, anchor_values)
+        return ItemFrames(labels, float(fps), streams, *anchor)
+
+    def _anchor(self, item_id, inp, values, usable, found, labels):
+        """(sampled frames, their values, labelled frames without a face, no
+        face at all): the current vectors the windows end on."""
+        frames = self._read(item_id, inp, self.timeline.frame_array)[0].reshape(-1)
+        if not len(frames):
+            raise ValueError(f"{inp.stage}: no sampled frame")
+        order = np.argsort(frames[usable], kind="stable")
+        no_face = 0
+        if found is not None:
+            sampled = np.argsort(frames, kind="stable")
+            labelled = np.flatnonzero(labels != DROPPED)
+            no_face = int((~found[sampled][nearest(frames[sampled], labelled)]).sum())
+        return (frames[usable][order], values.reshape(len(values), -1)[usable][order].astype(np.float32),
+                no_face, found is not None and not found.any())
 
     def _found(self, item_id, inp):
         """The stage's detected flags for the item, or None when it has none.

@@ -90,6 +90,9 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+# Fields that choose how a run executes, never what it computes: a paper
+# preset's other fields each carry a source (`Head.sources`).
+RUNTIME_FIELDS = ("num_workers", "threads")
 
 
 class Head(nn.Module):
@@ -133,6 +136,11 @@ class Head(nn.Module):
     def classify(self, batch):
         raise NotImplementedError
 
+    def learned(self) -> dict:
+        """Small facts the trained model holds that a report should show
+        (e.g. learned layer weights), JSON-able; none by default."""
+        return {}
+
     def loss(self, logits, batch):
         """The training objective for a batch: the task's loss (cross-entropy
         for a classification, L1 for a regression), plus whatever auxiliary
@@ -157,6 +165,17 @@ class Head(nn.Module):
         config = make_config(cls, values)
         cls.check(config)
         return config
+
+    @classmethod
+    def sources(cls) -> dict:
+        """field -> where its paper-preset value comes from: a section of
+        the paper or "choice: <why>" (manifests/sources.toml): the head's
+        own [sources.<name>] table over its parent heads' over the common one."""
+        tables = source_tables()
+        out = dict(tables.get("common", {}))
+        for klass in reversed(cls.__mro__):
+            out.update(tables.get(getattr(klass, "name", ""), {}))
+        return out
 
     @classmethod
     def check(cls, config):
@@ -197,11 +216,13 @@ class Head(nn.Module):
         (input name -> width, read from the cache before any training)."""
 
     @classmethod
-    def open_data(cls, cache, dataset, config):
+    def open_data(cls, cache, dataset, config, overrides=None):
         """The labelled data the head trains on: by default one example per
-        item (heads/data.py); per-frame heads return windows cut from items."""
+        item (heads/data.py); per-frame heads return windows cut from items.
+        `overrides`: stage options ({stage label: {key: value}}) that select
+        which extraction of the head's stage specs is read."""
         from .data import Data
-        return Data(cache, dataset, cls.inputs(config), config.labelset)
+        return Data(cache, dataset, cls.inputs(config), config.labelset, overrides)
 
     @classmethod
     def variant(cls, config) -> str:
@@ -213,6 +234,18 @@ class Head(nn.Module):
         """Stage specs the head reads with this config (default: the paper's)."""
         config = config or cls.make_config()
         return sorted({i.stage for i in cls.inputs(config).values()})
+
+
+def source_tables() -> dict:
+    """[sources.<head>] tables of every manifest (head name -> field -> source)."""
+    from pipeline.presets import manifest_files
+    out = {}
+    for f in manifest_files():
+        for name, table in f.data.get("sources", {}).items():
+            if name in out:
+                raise ValueError(f"sources of {name} are declared twice (second in {f.name})")
+            out[name] = table
+    return out
 
 
 def kept_modalities(b, m, share, device):

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pipeline.registry import Registry
 
 PROTOCOLS = Registry("protocol")
-DEV_CHOICES = ("none", "next-session", "next-speaker", "next-fold")
+DEV_CHOICES = ("none", "next-session", "next-speaker", "next-fold", "session-share")
+# --dev session-share: this share of the training sessions (Aff-Wild2: videos),
+# whole, as the dev part; at least two when there are four or more. A fifth,
+# as EMMA-Net's five-fold partition of the training videos (papers/004 §4.1).
+DEV_SHARE = 0.2
 
 
 class ProtocolError(ValueError):
@@ -110,6 +114,9 @@ def _split_dev(items, rest, test_set, test_value, attr, options):
         return [it.id for it in rest], []
     if options.dev == "next-fold":
         raise ProtocolError("--dev next-fold is for the kfold protocol; use next-session or next-speaker")
+    if options.dev == "session-share":
+        held = share_of_sessions(rest, options.seed)
+        return [it.id for it in rest if it.session not in held], [it.id for it in rest if it.session in held]
     dev_attr = options.dev.removeprefix("next-")
     dev_value = _next_group(items, rest, test_set, test_value if dev_attr == attr else None, dev_attr)
     train = [it.id for it in rest if getattr(it, dev_attr) != dev_value]
@@ -133,6 +140,16 @@ def _next_group(items, rest, test_set, test_value, attr):
         if value in clean:
             return value
     raise ProtocolError(f"no {attr} is left for a dev part")
+
+
+def share_of_sessions(items, seed) -> set:
+    """DEV_SHARE of the items' sessions, drawn with `seed`: at least one,
+    at least two when there are four or more, never all of them."""
+    sessions = sorted(_groups(items, "session"))
+    if len(sessions) < 2:
+        raise ProtocolError(f"--dev session-share needs at least 2 training sessions, found {len(sessions)}")
+    n = max(round(DEV_SHARE * len(sessions)), 2 if len(sessions) >= 4 else 1)
+    return set(random.Random(seed).sample(sessions, n))
 
 
 def _shuffled_parts(items, n_parts, seed):

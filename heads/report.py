@@ -33,6 +33,32 @@ def write_run(out_dir: Path, record: dict):
     plot_confusion(out_dir / "confusion.png", record["overall"]["confusion"], record["classes"],
                    f"{record['head']} ({record['variant']}) {record['protocol']['name']}{rounded}")
     plot_curves(out_dir / "curves.png", record["runs"], record["config"].get("select_metric", "ua"))
+    weights = layer_weights(record)
+    if weights:
+        plot_layer_weights(out_dir / "layer_weights.png", weights, f"{record['head']} ({record['variant']})")
+
+
+def layer_weights(record) -> list:
+    """Per run, the layer weights a head learned (e.g. superb's), or []."""
+    return [r["learned"]["layer_weights"] for r in record["runs"] if r.get("learned", {}).get("layer_weights")]
+
+
+def plot_layer_weights(path, weights, title):
+    """The learned weight of each cached layer: one line per run, the mean as bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    w = np.asarray(weights, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.4 * w.shape[1] + 2), 3.5))
+    ax.bar(range(w.shape[1]), w.mean(0), color="lightsteelblue", label="mean over runs")
+    for row in w:
+        ax.plot(range(w.shape[1]), row, color="black", alpha=0.3, marker=".", lw=0.8)
+    ax.set(xlabel="cached layer", ylabel="softmax weight", title=f"{title}: learned layer weights")
+    ax.set_xticks(range(w.shape[1]))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def load_run(path) -> dict:
@@ -145,4 +171,8 @@ def report_table(records) -> str:
         for p in matching_papers(r):
             lines.append(f"{'  paper ' + p['paper']:<{width}}"
                          + " ".join(f"{_paper_cell(p, c):>11}" for c in columns).rstrip(" -"))
+        weights = layer_weights(r)
+        if weights:
+            mean = np.mean(weights, axis=0)
+            lines.append("  layer weights (mean over runs): " + " ".join(f"{k}:{w:.3f}" for k, w in enumerate(mean)))
     return "\n".join(lines)

@@ -356,7 +356,7 @@ def _train_fold(head_cls, config, data, fold, seed, dims, by_fold, device, ckpt,
         pred = predict(model, loader(data.subset(fold.test), config, shuffle=False, device=device), device)
     return {"seed": seed, "fold": fold.name, "metrics": score(pred, data.task),
             "sizes": {"train": len(fold.train), "dev": len(fold.dev), "test": len(fold.test)},
-            "checkpoint": str(ckpt.relative_to(ckpt.parent.parent)), **fitted,
+            "checkpoint": str(ckpt.relative_to(ckpt.parent.parent)), **fitted, "learned": model.learned(),
             "predictions": dict(zip(pred["ids"], pred["y_pred"]))}
 
 

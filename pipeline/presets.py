@@ -37,9 +37,22 @@ class ManifestFile:
 def use_manifest_dirs(dirs):
     """Add user manifest folders (the `--manifests` option), read after the
     packaged ones and $EMOCACHE_MANIFESTS."""
-    _USER_DIRS[:] = [str(d) for d in dirs or ()]
+    dirs = [str(d) for d in dirs or ()]
+    if dirs == _USER_DIRS and not _env_changed():
+        return
+    _USER_DIRS[:] = dirs
     for cached in (manifest_files, named_configs, head_stage_lists):
         cached.cache_clear()
+
+
+_SEEN_ENV = [None]
+
+
+def _env_changed() -> bool:
+    """Whether $EMOCACHE_MANIFESTS differs from what the cached tables were read with."""
+    now = os.environ.get("EMOCACHE_MANIFESTS", "")
+    changed, _SEEN_ENV[0] = _SEEN_ENV[0] != now, now
+    return changed
 
 
 def user_dirs() -> list:

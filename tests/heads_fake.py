@@ -39,15 +39,16 @@ def class_signal(item, rng, length, width, strength=2.0):
 
 
 def write_fake_cache(cache_dir, items, arrays, dataset="iemocap", per_shard=16, seed=0, fail=(),
-                     signal=class_signal, result=None):
+                     signal=class_signal, result=None, overrides=None):
     """arrays: {stage label: {array name: ("seq"|"vec", width)}}; items in `fail` get an error;
     `signal(item, rng, length, width)` makes each array (default: the class offset);
     `result(item, arrays of the stage, rng, signal)` the whole Result, where
-    a test needs more than that (step times, several related arrays)."""
+    a test needs more than that (step times, several related arrays); `overrides`: stage
+    options, as `--set STAGE.KEY=VALUE` gives them."""
     cache_dir = Path(cache_dir)
     index = Index(cache_dir)
     record_dataset(index, cache_dir, dataset, "/nonexistent", {}, items)
-    specs = resolve(list(arrays))
+    specs = resolve(list(arrays), overrides)
     keys = item_keys(specs, items, InputDigests(FileDigests(index)), dataset)
     rng = np.random.default_rng(seed)
     for spec in specs:

@@ -164,8 +164,12 @@ def _data(cache_dir, steps=3, every=4):
 
 def test_items_on_the_timeline(frame_cache):
     data = _data(frame_cache)
-    # C never shows a face: dropped with the reason; D has no labelled frame.
-    assert data.ids == ["A", "B"] and "no step where found is set" in data.dropped["C"]
+    # C never shows a face: kept (every labelled frame is scored), its face
+    # steps as stored; D has no labelled frame. A's lost faces (10, 12, 26,
+    # 28) are the nearest sampled frame of 8 labelled frames.
+    assert data.ids == ["A", "B", "C"] and data.dropped == {}
+    assert data.no_face == {"A": (8, False), "C": (36, True)}
+    assert np.all(data.frames("C").streams["face"] == 0)
     face = data.frames("A").streams["face"][:, 0]
     # Steps of 5 frames: means of the found sampled frames; step 5 (26, 28 lost) takes step 4 (tie).
     assert face.tolist() == [2, 7, 14, 17, 22, 22, 32, 37]
@@ -205,7 +209,7 @@ def test_heads_train_end_to_end_on_windows(frame_cache, tmp_path):
     assert rc == 0
     record = json.loads((out / "results.json").read_text())
     run = record["runs"][0]
-    assert record["dropped_items"].keys() == {"C"} and run["sizes"] == {"train": 1, "dev": 0, "test": 1}
+    assert record["dropped_items"] == {} and run["sizes"] == {"train": 2, "dev": 0, "test": 1}
     assert len(run["predictions"]) == 36 and all(i.startswith("B@") for i in run["predictions"])
     assert run["selected_on"] == "last epoch (no dev part)" and "mf1_all" in record["overall"]
     assert heads(["evaluate", str(out), "--cache", str(frame_cache)]) == 0
@@ -237,3 +241,58 @@ def test_official_split_without_a_test_part_scores_the_validation_part():
     tagged = [dataclasses.replace(it, split={"A": "test", "B": "dev"}.get(it.id, "train")) for it in items]
     with pytest.raises(ProtocolError, match="own dev part"):
         make_folds("official", tagged, Options(dev="next-session"))
+
+
+# --- the paper's scoring and dev part ------------------------------------------
+
+def test_a_video_without_any_face_is_scored_on_every_labelled_frame(tmp_path, capsys):
+    """ABAW scores every labelled validation frame: C (no face ever found)
+    is in the validation part, and each of its labelled frames gets a
+    prediction that enters the mean F1; the run says how many had no face."""
+    items = [dataclasses.replace(it, split="validation" if it.id in "BC" else "train") for it in _items()]
+    cache_dir = tmp_path / "cache"
+    write_fake_cache(cache_dir, items, STAGES, dataset="affwild2", result=_result)
+    out = tmp_path / "run"
+    rc = heads(["train", "--model", "emmanet", "--cache", str(cache_dir), "--protocol", "official",
+                "--preset", "demo", "--set", "audio_stage='opensmile@egemaps_2hz'",
+                "--set", "audio_array='functionals'", "--set", "epochs=1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "validation: 36 of 72 labelled frame(s) in 1 item(s) had no face found (1 item(s) none at all: C)" in err
+    assert "train: 8 of 36 labelled frame(s) in 1 item(s) had no face found (0 item(s) none at all)" in err
+    record = json.loads((out / "results.json").read_text())
+    run = record["runs"][0]
+    scored = [i for i in run["predictions"] if i.startswith("C@")]
+    assert len(scored) == 36 and len(run["predictions"]) == 72 and record["dropped_items"] == {}
+    # The mean F1 counts C's frames: its confusion matrix holds all 72 scored frames.
+    assert np.asarray(run["metrics"]["confusion"]).sum() == 72
+
+
+def _videos(n_train, n_val=2):
+    return [Item(id=f"v{i}", corpus="affwild2", video=Media(f"/nonexistent/v{i}.mp4"), speaker=f"v{i}",
+                 session=f"v{i}", split="train" if i < n_train else "validation")
+            for i in range(n_train + n_val)]
+
+
+@pytest.mark.parametrize("n_train,n_dev", [(2, 1), (3, 1), (4, 2), (9, 2), (20, 4)])
+def test_session_share_dev_is_whole_training_videos(n_train, n_dev):
+    """--dev session-share: a fifth of the training videos (at least two
+    when there are four or more), whole, never a validation (scored) one."""
+    items = _videos(n_train)
+    by_id = {it.id: it for it in items}
+    for seed in (0, 1):
+        (fold,), reports = make_folds("official", items, Options(dev="session-share", seed=seed))
+        dev_videos = {by_id[i].session for i in fold.dev}
+        assert len(dev_videos) == n_dev and all(by_id[i].split == "train" for i in fold.dev)
+        assert not dev_videos & {by_id[i].session for i in fold.train} and reports[0]["ok"]
+        assert set(fold.test) == {f"v{n_train}", f"v{n_train + 1}"}
+    with pytest.raises(ProtocolError, match="at least 2 training sessions"):
+        make_folds("official", _videos(1), Options(dev="session-share"))
+
+
+def test_paper_preset_reads_the_expression_face_network_and_the_demo_mediapipe():
+    assert EMMANET.make_config("paper").face_stage == "face@emmanet_expr"
+    assert EMMANET.make_config("demo").face_stage == "face@emmanet"
+    from pipeline.presets import named_configs
+    stage, options, _ = named_configs()["face@emmanet_expr"]
+    assert stage == "face" and options["embedding"] == "expression" and options["every"] == 5

@@ -38,6 +38,8 @@ def _batch(cls, config, lengths=(9, 4, 2), seed=0):
     g = torch.Generator().manual_seed(seed)
     inputs = cls.inputs(config)
     dims = {name: WIDTHS[i % len(WIDTHS)] for i, name in enumerate(sorted(inputs)) if inputs[name].is_feature}
+    if "layers" in dims and "speech" in dims:
+        dims["speech"] = 3 * dims["layers"]              # superb: the speech input is whole layers
     if getattr(config, "speech_conv", None) == "2d" and "speech" in dims:
         dims["speech"] = 2 * config.speech_planes        # HFF's 2-D CNN reads whole planes
     b = len(lengths)

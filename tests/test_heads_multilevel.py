@@ -285,12 +285,16 @@ def test_paper_recipes_and_defaults():
     assert (fine.d, fine.heads, fine.text_layers, fine.cross_layers, fine.fusion_layers) == (128, 4, 1, 1, 2)
     assert (fine.fusion, fine.highway_layers, fine.optimizer, fine.lr, fine.batch_size, fine.select_metric) == \
         ("highway", 1, "adam", 1e-5, 4, "wa")
-    assert (fine.consistency_weight, fine.align_weight) == (0.0, 0.0)
-    assert HEADS["muse"].make_config().highway_layers == 2
-    for name in ("harmofusion_mg", "muse_mg"):
+    # Each paper preset has the terms of its paper's total loss, and only those.
+    assert (fine.consistency_weight, fine.align_weight) == (5e-3, 0.0)
+    muse = HEADS["muse"].make_config()
+    assert muse.highway_layers == 2 and (muse.consistency_weight, muse.align_weight) == (0.0, 0.1)
+    for name, emb in (("harmofusion_mg", 0.0), ("muse_mg", 1e-3)):
         mg = HEADS[name].make_config()
         assert (mg.lr, mg.batch_size, mg.select_metric, mg.gate, mg.emb_align_weight) == \
-            (5e-5, 8, "wf1", False, 0.0)
+            (5e-5, 8, "wf1", False, emb)
+    plain = HEADS["muse_mg"].Config()
+    assert (plain.consistency_weight, plain.align_weight, plain.emb_align_weight) == (0.0, 0.0, 0.0)
     assert HEADS["muse_mg"].make_config().highway_layers == 2
     cls = HEADS["harmofusion"]
     options = ({}, {"fusion": "concat"}, {"fusion": "phoneme"}, {"fusion": "word"}, {"fusion_layers": 0})
@@ -310,7 +314,6 @@ def test_inputs_follow_the_options():
 
 @pytest.mark.parametrize("options,message", [
     ({"d": 130}, "multiple of heads"),
-    ({"fusion_layers": 0, "consistency_weight": 1.0}, "needs fusion_layers >= 1"),
     ({"align_epsilon": 1.0}, "align_epsilon"),
     ({"text_dropout": 0.6, "speech_dropout": 0.5}, "sum to less than 1"),
     ({"align_weight": -1.0}, "align_weight must be >= 0"),
@@ -397,8 +400,9 @@ def test_ids_and_raw_inputs_are_read_as_stored(tmp_path):
 ])
 def test_papers_numbers_match_runs_of_the_papers_protocol(head, variant, paper):
     from heads.report import matching_papers
+    # Leave one session out with the next session as dev (MODELS.md §2), not a shuffled 3:1:1 split.
     record = {"head": head, "variant": variant, "labelset": "4class", "corpus": "iemocap",
-              "protocol": {"name": "ratio", "folds": [{}] * 5, "ratios": [3, 1, 1]}}
+              "protocol": {"name": "session", "dev": "next-session", "folds": [{}] * 5}}
     assert [p["paper"] for p in matching_papers(record)] == [paper]
-    record["protocol"]["name"] = "session"
+    record["protocol"] = {"name": "ratio", "folds": [{}] * 5, "ratios": [3, 1, 1]}
     assert matching_papers(record) == []

@@ -292,3 +292,45 @@ def test_demo_wrong_model_checksum_stops_before_any_work(demo, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "sha256" in err and "face_landmarker.task" in err
     assert not list((tmp_path / "c").glob("shards/**/*.h5"))
+
+
+def _expression_file(path, seed, arch="resnet18"):
+    """A user's expression network: a torchvision backbone with an 8-class
+    head, saved as DataParallel would (`module.` prefix, under state_dict)."""
+    import torch
+    import torchvision
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, arch)(num_classes=8)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
+    return str(path)
+
+
+def test_expression_network_embeds_aligned_crops_from_the_users_file(dialog, tmp_path):
+    def embed(path):
+        s = stage(every=10, embedding="expression", weights="affectnet_resnet18", weights_path=path,
+                  crop_size=64)
+        return run(s, dialog[0], 0.9, 1.6), s.identity()["expression"]
+
+    r, ident = embed(_expression_file(tmp_path / "a.pth", 0))
+    f, emb = r.arrays["left_found"].data, r.arrays["left_embedding"].data
+    assert emb.shape == (len(f), 512) and f.any() and (~f).any()
+    assert np.abs(emb[f]).sum(axis=1).min() > 0 and not emb[~f].any()
+    # The file is what is read: other weights, other embeddings and another cache key.
+    other, other_ident = embed(_expression_file(tmp_path / "b.pth", 1))
+    assert not np.allclose(other.arrays["left_embedding"].data[f], emb[f])
+    assert ident["expression_net"] == "affectnet_resnet18" and ident != other_ident
+
+
+def test_expression_network_absent_or_wrong_is_a_config_error_naming_it(tmp_path):
+    from pipeline.graph import resolve
+    from pipeline.stages.face_net import load_expression_net
+    cls = load_all()["face"]
+    with pytest.raises(ConfigError, match=r"face network affectnet_resnet50 is not on this machine.*resnet50 "
+                                          r"state dict.*weights_path=<file>"):
+        resolve(["face@emmanet_expr"], {"face@emmanet_expr": {"weights_path": str(tmp_path / "none.pth")}})
+    with pytest.raises(ConfigError, match="not a known face network"):
+        cls(make_config(cls, {"embedding": "expression", "weights": "fan"})).validate()
+    config = make_config(cls, {"embedding": "expression", "weights": "affectnet_resnet50",
+                               "weights_path": _expression_file(tmp_path / "r18.pth", 0)})
+    with pytest.raises(ConfigError, match="does not fit a resnet50"):
+        load_expression_net(config, "cpu")

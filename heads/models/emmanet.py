@@ -32,6 +32,11 @@ Our choices where the paper is vague (all configurable):
   face-only baseline); `no_audio` and `no_pose` leave one stream out.
 - Pose keypoints are stored as (x, y, z, visibility) per joint; `pose_xy`
   keeps x and y, the paper's 2-D joints.
+- Training and scoring (MODELS.md §4): the lr is halved when the dev
+  part plateaus; the dev part is a fifth of the training videos, whole
+  (`heads train --dev session-share`; without a dev part the plateau can
+  only follow the training loss). Every labelled frame of the scored part
+  is predicted, also where no face was found (`report_no_face`).
 - Hidden sizes, d_k, dropout and the loss weights are not given in the
   paper: h = 128, d_k = 64, an MLP of 128 units, dropout 0.3, both
   lambdas 0.1.
@@ -58,7 +63,7 @@ KEYPOINT_VALUES = 4                 # x, y, z, visibility per joint (pipeline/st
 class Config(TrainConfig):
     labelset: str = "8class"
     # inputs: named stage configurations (manifests/emmanet.toml)
-    face_stage: str = "face@emmanet"
+    face_stage: str = "face@emmanet_expr"      # an expression-trained face network (demo: face@emmanet)
     face_array: str = "embedding"
     audio_stage: str = "deepspectrum@emmanet"   # or opensmile@egemaps_2hz with audio_array=functionals
     audio_array: str = "deepspectrum"
@@ -100,8 +105,10 @@ class EMMANet(Head):
         "paper": {},
         # Small widths and a gentler lr: minutes on two CPU cores on the full
         # demo corpus (ten 36 s videos); the audio stream of
-        # manifests/emmanet_demo.toml (random DeepSpectrum weights).
-        "demo": {"hidden": 32, "d_k": 16, "mlp_hidden": 32, "dropout": 0.1, "epochs": 12, "batch_size": 16,
+        # manifests/emmanet_demo.toml (random DeepSpectrum weights) and
+        # MediaPipe's face features, which need no weights file.
+        "demo": {"face_stage": "face@emmanet",
+                 "hidden": 32, "d_k": 16, "mlp_hidden": 32, "dropout": 0.1, "epochs": 12, "batch_size": 16,
                  "lr": 3e-3, "train_every": 10, "audio_stage": "deepspectrum@emmanet_demo"},
     }
 
@@ -127,8 +134,10 @@ class EMMANet(Head):
                         train_every=config.train_every)
 
     @classmethod
-    def open_data(cls, cache, dataset, config):
-        return FrameData(cache, dataset, cls.inputs(config), config.labelset, cls.timeline(config))
+    def open_data(cls, cache, dataset, config, overrides=None):
+        data = FrameData(cache, dataset, cls.inputs(config), config.labelset, cls.timeline(config), overrides)
+        report_no_face(data)
+        return data
 
     @classmethod
     def variant(cls, config) -> str:
@@ -234,6 +243,29 @@ class EMMANet(Head):
             decoded = self.decoders[m](z).view(len(z), self.config.window, -1)[:, :n]
             total = total + masked_mse(decoded, h[:, :n].detach(), mask[:, :n])
         return total
+
+
+def report_no_face(data, out=None):
+    """Say, per split tag, how many labelled frames (and whole items) had no
+    face found: they are scored all the same (ABAW scores every labelled
+    frame), from the nearest found face or, in an item without any, the
+    stage's fill."""
+    import sys
+    if not data.no_face:
+        return
+    parts = {}
+    for item_id in data.items:
+        split = data.items[item_id].split or "untagged"
+        n, none = data.no_face.get(item_id, (0, False))
+        frames, labelled, items, faceless = parts.get(split, (0, 0, 0, []))
+        parts[split] = (frames + n, labelled + int((data.labels[item_id] >= 0).sum()), items + (n > 0),
+                        faceless + ([item_id] if none else []))
+    for split, (frames, labelled, items, faceless) in sorted(parts.items()):
+        if frames:
+            names = f": {', '.join(faceless[:5])}{' ...' if len(faceless) > 5 else ''}" if faceless else ""
+            print(f"heads: {split}: {frames} of {labelled} labelled frame(s) in {items} item(s) had no face "
+                  f"found ({len(faceless)} item(s) none at all{names}); scored from the filled face features",
+                  file=out or sys.stderr)
 
 
 def _gru(d_in, hidden, layers, bidirectional, dropout):

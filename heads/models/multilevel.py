@@ -21,10 +21,12 @@ under both names with two default configs (MUSE: two highway layers):
   concatenated (or, with `gate`, mixed as a*C + (1-a)*F with an element-wise
   gate a = sigmoid(W [C; F] + b)) and classified by a linear layer.
 
-Auxiliary losses (weights default 0, i.e. off):
+Auxiliary losses (weights default 0, i.e. off; each paper preset turns on
+the terms of that paper's total loss, `PAPER_LOSSES`):
 - `consistency_weight` (HarmoFusion): the squared distance between the
   outputs of the last two deep-fusion layers (with one layer: its input and
-  output), averaged over the valid frames and the dummy position.
+  output), averaged over the valid frames and the dummy position; without
+  deep-fusion layers (the no_deep_fusion ablation) there is no such term.
 - `align_weight` (MUSE): KL(target || attention) per mel frame, over the
   last cross-modal layer's frame-to-word attention (mean over heads). The
   paper leaves the target undefined; ours (MODELS.md §2): from the words
@@ -196,13 +198,24 @@ _MUSE_DEMO = dict(_DEMO, highway_bias=-2.0)
 _MUSE_MG_DEMO = dict(_MG_DEMO, highway_bias=-2.0, gate=True)
 
 
+# The auxiliary terms of each paper's total loss (000 §3.1.6; 001 eq. 15).
+# Neither paper gives their weights: each of ours starts the term near a tenth
+# of the cross-entropy (measured; [sources.<head>] in the manifests).
+PAPER_LOSSES = {
+    "harmofusion": {"consistency_weight": 5e-3},
+    "muse": {"align_weight": 0.1},
+    "harmofusion_mg": {"consistency_weight": 5e-3},
+    "muse_mg": {"align_weight": 0.1, "emb_align_weight": 1e-3},
+}
+
+
 @HEADS.register()
 class HarmoFusion(Head):
     name = "harmofusion"
     manifest = "harmofusion"
     description = "multilevel transformer: phonemes + words x mel frames, dummy-frame readout"
     Config = Config
-    presets = {"paper": {}, "demo": _DEMO}
+    presets = {"paper": PAPER_LOSSES["harmofusion"], "demo": _DEMO}
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -243,8 +256,6 @@ class HarmoFusion(Head):
         for name in ("consistency_weight", "align_weight", "emb_align_weight"):
             if getattr(c, name, 0.0) < 0:
                 raise ConfigError(f"head {cls.name}: {name} must be >= 0")
-        if c.consistency_weight > 0 and c.fusion_layers < 1:
-            raise ConfigError(f"head {cls.name}: consistency_weight needs fusion_layers >= 1")
         shares = cls.dropout_shares(c)
         if min(shares) < 0 or sum(shares) >= 1:
             raise ConfigError(f"head {cls.name}: text_dropout and speech_dropout"
@@ -299,7 +310,7 @@ class Muse(HarmoFusion):
     manifest = "muse"
     description = "MUSE multilevel transformer (HarmoFusion with two highway layers; alignment losses)"
     Config = MuseConfig
-    presets = {"paper": {}, "demo": _MUSE_DEMO}
+    presets = {"paper": PAPER_LOSSES["muse"], "demo": _MUSE_DEMO}
 
 
 @HEADS.register()
@@ -308,7 +319,7 @@ class HarmoFusionMG(HarmoFusion):
     manifest = "harmofusion"
     description = "multigranular: BERT [CLS] + the multilevel transformer's vector, optional gate"
     Config = MGConfig
-    presets = {"paper": {}, "demo": _MG_DEMO}
+    presets = {"paper": PAPER_LOSSES["harmofusion_mg"], "demo": _MG_DEMO}
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -352,7 +363,7 @@ class MuseMG(HarmoFusionMG):
     manifest = "muse"
     description = "MUSE multigranular (BERT [CLS] + the MUSE multilevel transformer)"
     Config = MuseMGConfig
-    presets = {"paper": {}, "demo": _MUSE_MG_DEMO}
+    presets = {"paper": PAPER_LOSSES["muse_mg"], "demo": _MUSE_MG_DEMO}
 
 
 class Gate(nn.Module):
@@ -521,7 +532,7 @@ class MultilevelTransformer(nn.Module):
         for layer in self.fusion:
             m = layer(m, src_key_padding_mask=~m_mask)
             outputs.append(m)
-        if c.consistency_weight > 0:
+        if c.consistency_weight > 0 and c.fusion_layers > 0:    # no deep fusion (ablation): no term
             gap = (outputs[-1] - outputs[-2]).pow(2).sum(-1)
             aux["consistency"] = c.consistency_weight * gap[m_mask].mean()
         if c.align_weight > 0:

@@ -22,8 +22,10 @@ Our choices where the paper is vague (all configurable):
 - `modality_dropout` (not in the paper, 0 by default): while training, a
   share of the items loses its speech or its text encoding (zeroed), so that
   each branch learns to carry the label alone.
-- Ablations: `speech_only` runs the fusion LSTM and classifier on the speech
-  frames S; `text_only` on the text encoding T; `no_ta` replaces the aligned
+- Ablations: `speech_only` and `text_only` are the paper's unimodal models
+  (§IV-D 2): that branch's encoder and the MEC classifier, no fusion LSTM;
+  the MEC block maps the encoder's d to d' as in the full model. `no_ta`
+  replaces the aligned
   speech U by the masked mean of S at every token; `no_si` skips the
   re-weighting.
 """
@@ -127,15 +129,17 @@ class TSIN(Head):
             self.text_block = MultiKernel(dims["text"], d, c.kernels)
         if c.ablation in ("full", "no_ta"):
             self.si = SemanticInteraction(d, c.si_dim)
-        fused_in = 2 * d if self.use_speech and self.use_text else d
-        self.fusion_lstm = _lstm(fused_in, c.d_fusion, c.bidirectional)
+        # The unimodal ablations have no fusion LSTM: the encoder feeds the MEC block.
+        self.fusion_lstm = _lstm(2 * d, c.d_fusion, c.bidirectional) if self.use_speech and self.use_text else None
         self.dropout = nn.Dropout(c.dropout)
-        self.mec = MultiKernel(c.d_fusion, c.d_fusion, c.kernels)
+        self.mec = MultiKernel(c.d_fusion if self.fusion_lstm is not None else d, c.d_fusion, c.kernels)
         self.fc = nn.Linear(c.d_fusion, n_classes)
 
     def classify(self, batch):
         seq, mask = self.fuse_input(batch)
-        f = run_lstm(self.fusion_lstm, self.dropout(seq), mask)
+        f = self.dropout(seq)
+        if self.fusion_lstm is not None:
+            f = run_lstm(self.fusion_lstm, f, mask)
         f = self.mec(f, mask)
         return self.fc(self.dropout(masked_mean(f, mask)))
 

@@ -32,6 +32,10 @@ Embeddings (`embedding`):
 - `cnn`: the face crop, rotated so the eyes are level, through a torchvision
   backbone (pipeline/cnn.py: ImageNet weights from local files, or
   weights=random with a seed only when asked), global-average pooled.
+- `expression`: the same aligned crop through an expression-trained face
+  network named by `weights` (e.g. "affectnet_resnet50"), read from a file the user supplies
+  (`weights_path`, or its default place; face_net.py): EMMA-Net's face
+  stream. Missing file: an error naming the network and how to provide it.
 
 Running mode: `image` (default) detects in every sampled frame on its own,
 so an item's result never depends on the items before it; `video` tracks
@@ -75,9 +79,10 @@ EYE_CORNERS = (33, 263)
 @dataclass(frozen=True)
 class Config(FrameSampling, LandmarkerOptions, CnnOptions):
     search: Literal["halves", "whole"] = "halves"
-    embedding: Literal["blendshapes", "cnn"] = "blendshapes"   # cnn: arch/weights options apply
-    crop_size: int = 224                # cnn embedding: side of the aligned crop
-    crop_margin: float = 0.25           # cnn embedding: context around the landmarks' extent
+    # cnn: arch/weights options apply; expression: weights names the network (face_net.py), weights_path its file
+    embedding: Literal["blendshapes", "cnn", "expression"] = "blendshapes"
+    crop_size: int = 224                # cnn / expression embedding: side of the aligned crop
+    crop_margin: float = 0.25           # cnn / expression embedding: context around the landmarks' extent
 
 
 @STAGES.register()
@@ -92,7 +97,7 @@ class Face(Stage):
 
     def __init__(self, config):
         super().__init__(config)
-        self.gpu = config.embedding == "cnn"     # only the CNN embedding wants a GPU worker
+        self.gpu = config.embedding != "blendshapes"     # only the CNN embeddings want a GPU worker
 
     def validate(self):
         from ..landmarks import check_confidences, check_model
@@ -103,6 +108,10 @@ class Face(Stage):
         if cfg.embedding == "cnn":
             from ..cnn import check_weights
             check_weights(cfg.arch, cfg.weights, cfg.weights_path, cfg.seed, who=self.name)
+        if cfg.embedding == "expression":
+            from .face_net import check_expression_net
+            check_expression_net(cfg, self.name)
+        if cfg.embedding != "blendshapes":
             if cfg.crop_size < 32 or not 0 <= cfg.crop_margin <= 2:
                 raise ConfigError(f"{self.name}: crop_size must be >= 32 and crop_margin in [0, 2]")
         check_model(cfg.model_path, cfg.model_sha256, MODEL_FILE, self.name)
@@ -114,6 +123,9 @@ class Face(Stage):
         if cfg.embedding == "cnn":
             from ..cnn import weights_identity
             ident["cnn"] = weights_identity(cfg.arch, cfg.weights, cfg.weights_path, cfg.seed)
+        if cfg.embedding == "expression":
+            from .face_net import expression_identity
+            ident["expression"] = expression_identity(cfg)
         return ident
 
     def shard_attrs(self):
@@ -125,7 +137,7 @@ class Face(Stage):
         from ..landmarks import task_resources
         cfg = self.config
         res = task_resources(cfg, MODEL_FILE, self.name, _make_landmarker)
-        if cfg.embedding == "cnn":
+        if cfg.embedding != "blendshapes":
             res["cnn"] = _load_cnn(cfg)
         return res
 
@@ -161,7 +173,11 @@ def _load_cnn(cfg):
     from ..cnn import load_backbone, pick_device
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    model, dim = load_backbone(cfg.arch, cfg.weights, cfg.weights_path, cfg.seed, device)
+    if cfg.embedding == "expression":
+        from .face_net import load_expression_net
+        model, dim = load_expression_net(cfg, device)
+    else:
+        model, dim = load_backbone(cfg.arch, cfg.weights, cfg.weights_path, cfg.seed, device)
     return {"model": model, "dim": dim, "device": device}
 
 
@@ -186,7 +202,7 @@ class _FaceRows:
         self.found.append(True)
         self.landmarks.append(pts)
         self.blendshapes.append(np.array([c.score for c in result.face_blendshapes[0]], np.float32))
-        if self.cfg.embedding == "cnn":
+        if self.cfg.embedding != "blendshapes":
             self.crops.append(aligned_crop(rgb, self.pixels(pts), self.cfg.crop_size, self.cfg.crop_margin))
 
     def pixels(self, pts):
