@@ -28,9 +28,9 @@ class PredictError(ValueError):
 class Unlabelled(Data):
     """Every item of a dataset, without labels, with the run's task."""
 
-    def __init__(self, cache, dataset, inputs, task):
+    def __init__(self, cache, dataset, inputs, task, overrides=None):
         self.fixed_task = task
-        super().__init__(cache, dataset, inputs, labelset=None)
+        super().__init__(cache, dataset, inputs, None, overrides)
 
     def make_task(self, labelset):
         return self.fixed_task
@@ -51,13 +51,14 @@ def run_head(record, heads):
     return cls, make_config(cls, record["config"])
 
 
-def stage_labels(cls, config, record) -> list:
+def stage_labels(cls, config, record, overrides) -> list:
     """The stage specs the head read, checked against the configuration ids
-    the run recorded (a changed default or named configuration is refused)."""
+    the run recorded (a changed default or named configuration is refused);
+    `overrides`: the run's stage options (`--set stage.key=value`)."""
     from pipeline.graph import resolve
     labels = cls.stages(config)
     recorded = record.get("features", {})
-    for spec in resolve(labels):
+    for spec in resolve(labels, overrides):
         want = recorded.get(spec.label, {}).get("config_id")
         if spec.label in labels and want and want != spec.config_id:
             raise PredictError(f"{spec.label} now resolves to configuration {spec.config_id}, the run was "
@@ -66,11 +67,11 @@ def stage_labels(cls, config, record) -> list:
     return labels
 
 
-def unusable(cache, dataset, labels) -> dict:
+def unusable(cache, dataset, labels, overrides) -> dict:
     """item id -> why it cannot be predicted: a failed extraction (of the
     stage or one it consumes), else an output that is not there."""
     from pipeline.graph import closure, resolve
-    specs = [c for s in resolve(labels) for c in closure(s)]
+    specs = [c for s in resolve(labels, overrides) for c in closure(s)]
     reasons, absent = {}, {}
     for spec in specs:
         st = cache.status(spec, dataset)
@@ -145,18 +146,19 @@ def predict(run, dataset, root, cache_dir=None, out=None, workers=None, schedule
     run_dir = Path(record["_path"])
     heads = load_all()
     cls, config = run_head(record, heads)
-    labels = stage_labels(cls, config, record)
+    overrides = record.get("stage_overrides") or {}
+    labels = stage_labels(cls, config, record, overrides)
     task = from_description(record.get("task") or {"kind": "classification", "classes": record["classes"]})
     device = device_of(device)          # a bad --device fails before extraction
     cache_dir = Path(cache_dir or run_dir / "predict" / "cache")
-    tallies = api.extract(dataset, root, cache_dir, labels, workers=workers, scheduler=scheduler,
+    tallies = api.extract(dataset, root, cache_dir, labels, overrides, workers=workers, scheduler=scheduler,
                           progress=progress, on_items=_print_reader_notes)
     cache = api.Cache(cache_dir)
     item_ids = [it.id for it in cache.items(tallies.dataset)]
-    reasons = unusable(cache, tallies.dataset, labels)
+    reasons = unusable(cache, tallies.dataset, labels, overrides)
     means, models = {}, []
     if len(reasons) < len(item_ids):
-        data = Unlabelled(without_items(cache, set(reasons)), tallies.dataset, cls.inputs(config), task)
+        data = Unlabelled(without_items(cache, set(reasons)), tallies.dataset, cls.inputs(config), task, overrides)
         per_speaker = cls.speaker_normalised(config)
         if per_speaker:
             data.normalise_per_speaker(per_speaker, config.speaker_center)

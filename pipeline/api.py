@@ -158,14 +158,14 @@ class Cache:
                 return self.reader.attrs(shard)["stage_attrs"]
         return {}
 
-    def torch_dataset(self, inputs, labelset, dataset=None, items=None):
+    def torch_dataset(self, inputs, labelset, dataset=None, items=None, overrides=None):
         """The torch Dataset the heads train on (heads/data.py), for training
         a model of your own on the cache.
 
         `inputs`: {name: "stage spec/array"} (e.g. {"x": "opensmile@egemaps/functionals",
         "frames": "fbank@tsin/fbank"}; the array's kind, a sequence or one vector,
-        is read from the cache) or {name: heads.head.Input}; options other than
-        the defaults come as named configurations (`stage@name`, manifests). `labelset`: a label
+        is read from the cache) or {name: heads.head.Input}; `overrides` selects
+        stage options as `extract` takes them ({"mfcc": {"n_mfcc": 20}}). `labelset`: a label
         set of the dataset's corpus (manifests/labelsets.toml). `items`: item
         ids (default: every item the label set keeps). Example i is a dict:
         "id", "label" (class index, or a number for a regression set) and each
@@ -178,18 +178,18 @@ class Cache:
         from heads.data import Data
         from heads.head import Input
         name = self.dataset(dataset)
-        wanted = {key: value if isinstance(value, Input) else self._input(value, name)
+        wanted = {key: value if isinstance(value, Input) else self._input(value, name, overrides)
                   for key, value in inputs.items()}
-        data = Data(self, name, wanted, labelset)
+        data = Data(self, name, wanted, labelset, overrides)
         return data.subset(data.ids if items is None else [i for i in items if i in data.items])
 
-    def _input(self, text, dataset):
+    def _input(self, text, dataset, overrides=None):
         """heads.head.Input for "stage spec/array", its kind as stored."""
         from heads.head import Input
         label, sep, array = str(text).rpartition("/")
         if not sep or not label or not array:
             raise ValueError(f"input {text!r}: expected 'stage spec/array', e.g. 'fbank@tsin/fbank'")
-        spec = self.spec(label)
+        spec = self.spec(label, overrides)
         for shard, config_id, n, *_ in self.index.shards():
             if config_id == spec.config_id and n:
                 kinds = self.reader.attrs(shard)["arrays"]

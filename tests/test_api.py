@@ -49,12 +49,14 @@ def test_bad_options_raise_before_work(demo_root, tmp_path):
 
 def test_torch_dataset_one_batch(cache):
     folder, _ = cache
-    ds = api.Cache(folder).torch_dataset({"frames": "fbank@tsin/fbank"}, labelset="4class")
+    ds = api.Cache(folder).torch_dataset({"frames": "fbank@tsin/fbank", "ceps": "mfcc/mfcc"}, labelset="4class",
+                                         overrides={"mfcc": {"n_mfcc": 20}})
     assert ds.data.classes == ["ang", "hap", "sad", "neu"] and len(ds) > 4
     batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=collate)))
     assert batch["label"].shape == (4,) and int(batch["label"].max()) < 4
     assert batch["frames"].shape[0] == 4 and batch["frames"].shape[2] == ds.data.dims()["frames"] == 240
     assert batch["frames_mask"].shape == batch["frames"].shape[:2]
+    assert batch["ceps"].shape[2] == 60                 # the overridden mfcc: 20 coefficients with deltas
     first = ds[0]
     length = int(batch["frames_mask"][0].sum())
     assert np.allclose(batch["frames"][0, :length].numpy(), first["frames"])

@@ -15,8 +15,10 @@ from helpers import extract, train_run
 @pytest.fixture(scope="module")
 def run(demo_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("predict")
-    assert extract(demo_root, base / "cache", "--stages", "fbank@tsin", dataset="iemocap") == 0
-    train_run(base / "cache", base / "run", "fbank_bilstm", "--set", "epochs=1")
+    # a stage option set at training (40 bands): predict must extract with it too
+    assert extract(demo_root, base / "cache", "--stages", "fbank@tsin", "--set", "fbank@tsin.n_mels=40",
+                   dataset="iemocap") == 0
+    train_run(base / "cache", base / "run", "fbank_bilstm", "--set", "epochs=1", "--set", "fbank@tsin.n_mels=40")
     return base / "run"
 
 
@@ -54,7 +56,7 @@ def test_predict_writes_a_row_per_item(run, new_table, tmp_path, capsys):
         assert row["models"] == models and row["error"] == ""
     # the same configurations as the run: fbank@tsin's configuration id
     from pipeline.api import Cache
-    status = Cache(tmp_path / "cache").status("fbank@tsin", "table")
+    status = Cache(tmp_path / "cache").status("fbank@tsin", "table", {"fbank@tsin": {"n_mels": 40}})
     assert status["spec"].config_id == record["features"]["fbank@tsin"]["config_id"]
     assert len(status["current"]) == 4 and list(status["failed"]) == ["new2"]
 
