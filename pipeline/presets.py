@@ -43,6 +43,8 @@ def use_manifest_dirs(dirs):
     _USER_DIRS[:] = dirs
     for cached in (manifest_files, named_configs, head_stage_lists):
         cached.cache_clear()
+    from . import labels            # label sets merge the user manifests' too
+    labels._sets.cache_clear()
 
 
 _SEEN_ENV = [None]
