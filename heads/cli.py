@@ -5,6 +5,7 @@
     heads train --model tsin --cache DIR --protocol session [--preset demo] [--set key=value]
     heads evaluate RUN --cache DIR [--dataset NAME]
     heads report RUN [RUN ...]
+    heads predict RUN --dataset table --root new.csv [--cache DIR] [--out preds.csv]
 """
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ def _parser():
                         "(default: test on the run's dataset, all elsewhere)")
     e.add_argument("--device")
     e.set_defaults(func=cmd_evaluate)
+
+    _predict_command(sub, default_cache_dir)
 
     r = sub.add_parser("report", help="table of runs side by side, with the papers' numbers")
     r.add_argument("runs", nargs="+")
@@ -332,8 +335,8 @@ def cmd_train(args):
           f"{args.protocol} protocol, {len(folds)} folds x {args.seeds} seed(s), {device}")
     seeds = list(range(args.seed, args.seed + args.seeds))
     t0 = time.perf_counter()
-    runs = run_folds(cls, config, data, folds, seeds, out, device, progress=not args.quiet,
-                     precision=args.precision)
+    progress = not args.quiet and sys.stderr.isatty()     # bars only on a terminal, never into a log
+    runs = run_folds(cls, config, data, folds, seeds, out, device, progress=progress, precision=args.precision)
     record = {
         "head": cls.name, "variant": variant, "preset": args.preset, "config": asdict(config),
         "stage_overrides": stages,
@@ -406,6 +409,34 @@ def cmd_evaluate(args):
                                "features": data.provenance()}, indent=1, sort_keys=True) + "\n")
     means = {name: overall[name]["mean"] for name in data.task.summary}
     print(f"overall: {data.task.headline(means)}; written to {out}")
+
+
+# --- predict ----------------------------------------------------------------
+
+def _predict_command(sub, default_cache_dir):
+    p = sub.add_parser("predict", help="apply a run's fold models to new recordings (one CSV row per item)")
+    p.add_argument("run")
+    p.add_argument("--dataset", required=True, help="corpus reader of the new items, e.g. table")
+    p.add_argument("--root", required=True, help="the new items' table file or corpus folder")
+    p.add_argument("--cache", help="cache for their features (default RUN/predict/cache)")
+    p.add_argument("--out", help="CSV to write (default RUN/predict/predictions.csv)")
+    p.add_argument("--workers", type=int, help="local Dask workers for the extraction")
+    p.add_argument("--scheduler", help="a Dask scheduler address, or 'sync' to extract in this process")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args):
+    from pipeline.cli import UsageError as ExtractUsage
+    from .predict import PredictError, predict
+    try:
+        done = predict(args.run, args.dataset, args.root, args.cache, args.out, args.workers, args.scheduler,
+                       args.device, progress=not args.quiet and sys.stderr.isatty())
+    except (PredictError, ExtractUsage) as e:     # bad run, options or table: exit 2, as for train
+        raise UsageError(str(e)) from None
+    print(f"{done['predicted']} of {done['items']} item(s) predicted by {len(done['models'])} model(s); "
+          f"{done['items'] - done['predicted']} with a reason; written to {done['out']}")
 
 
 # --- report -----------------------------------------------------------------

@@ -62,7 +62,7 @@ class Data:
             raise NotInCache(f"dataset {self.dataset} has no items")
         self.corpus = items[0].corpus
         self.labelset = labelset
-        self.task = tasks.for_labelset(self.corpus, labelset)     # classification or regression
+        self.task = self.make_task(labelset)        # classification or regression
         self.classes = self.task.classes
         kept = self.label_items(items)
         ids = [it.id for it, _ in kept]
@@ -74,6 +74,10 @@ class Data:
         self.items = {it.id: it for it, _ in kept}
         self.labels = {it.id: label for it, label in kept}
         self.item_stats = None              # item id -> {input: (mean, std)} when normalising per speaker
+
+    def make_task(self, labelset):
+        """The label set's task (data without labels, for prediction, brings its own)."""
+        return tasks.for_labelset(self.corpus, labelset)
 
     def label_items(self, items) -> list:
         """[(item, label)] for the items the label set keeps (per-frame data

@@ -6,6 +6,10 @@
     feats["Ses01F_impro01_F000"].arrays["fbank"]      # (T, 80) float32
     feats["Ses01F_impro01_F000"].times["fbank"]       # (T,) seconds
 
+`Cache.torch_dataset` gives the torch Dataset the heads train on, for a
+model of your own; `extract` (below) computes features from Python as
+`pipeline extract` does.
+
 `Cache.locate` is the one answer to "where is each item's output, and is it
 current?"; `status`, `load` and the heads all go through it. `load` refuses
 outputs made from inputs that have changed since (stale) and says which
@@ -154,6 +158,48 @@ class Cache:
                 return self.reader.attrs(shard)["stage_attrs"]
         return {}
 
+    def torch_dataset(self, inputs, labelset, dataset=None, items=None, overrides=None):
+        """The torch Dataset the heads train on (heads/data.py), for training
+        a model of your own on the cache.
+
+        `inputs`: {name: "stage spec/array"} (e.g. {"x": "opensmile@egemaps/functionals",
+        "frames": "fbank@tsin/fbank"}; the array's kind, a sequence or one vector,
+        is read from the cache) or {name: heads.head.Input}; `overrides` selects
+        stage options as `extract` takes them ({"mfcc": {"n_mfcc": 20}}). `labelset`: a label
+        set of the dataset's corpus (manifests/labelsets.toml). `items`: item
+        ids (default: every item the label set keeps). Example i is a dict:
+        "id", "label" (class index, or a number for a regression set) and each
+        input as float32 (steps, width) or (width,). Batch with
+        `DataLoader(ds, batch_size=16, collate_fn=heads.data.collate)`: sequences
+        are zero-padded and `<name>_mask` marks real steps. `ds.data.classes`
+        names the classes; items whose extraction failed are left out and
+        listed in `ds.data.dropped`. Missing or stale outputs raise NotInCache
+        with the `pipeline extract` command that makes them."""
+        from heads.data import Data
+        from heads.head import Input
+        name = self.dataset(dataset)
+        wanted = {key: value if isinstance(value, Input) else self._input(value, name, overrides)
+                  for key, value in inputs.items()}
+        data = Data(self, name, wanted, labelset, overrides)
+        return data.subset(data.ids if items is None else [i for i in items if i in data.items])
+
+    def _input(self, text, dataset, overrides=None):
+        """heads.head.Input for "stage spec/array", its kind as stored."""
+        from heads.head import Input
+        label, sep, array = str(text).rpartition("/")
+        if not sep or not label or not array:
+            raise ValueError(f"input {text!r}: expected 'stage spec/array', e.g. 'fbank@tsin/fbank'")
+        spec = self.spec(label, overrides)
+        for shard, config_id, n, *_ in self.index.shards():
+            if config_id == spec.config_id and n:
+                kinds = self.reader.attrs(shard)["arrays"]
+                if array not in kinds:
+                    raise ValueError(f"input {text!r}: {label} has no array {array!r} "
+                                     f"(it has: {', '.join(sorted(kinds))})")
+                return Input(label, array, "vec" if kinds[array]["kind"] == "vec" else "seq")
+        raise NotInCache(f"nothing of {label} is in the cache {self.dir}; run: pipeline extract "
+                         f"--cache {self.dir} --dataset {dataset} --stages {label}")
+
 
 def _judged(loc, inputs):
     """A location seen in the light of the item's input files: a missing file
@@ -170,3 +216,88 @@ def _judged(loc, inputs):
 def load(label, item_ids=None, cache_dir=None, **kw) -> dict:
     """Shortcut: `Cache(cache_dir).load(label, item_ids, ...)`."""
     return Cache(cache_dir).load(label, item_ids, **kw)
+
+
+class Tallies(dict):
+    """stage label -> runner.StageTally (computed, reused, failed, failed_before,
+    skipped, seconds, messages), plus the run's dataset, root, item count,
+    reader report and seconds."""
+
+    def __init__(self, tallies, dataset, root, n_items, seconds, report=()):
+        super().__init__(tallies)
+        self.dataset, self.root, self.n_items, self.seconds = dataset, root, n_items, seconds
+        self.report = list(report)
+
+    def to_json(self) -> dict:
+        """Plain data (what `pipeline extract --json` prints)."""
+        stages = {label: {"computed": t.computed, "reused": t.reused, "failed": t.failed,
+                          "failed_before": t.failed_before, "skipped": t.skipped,
+                          "seconds": round(t.seconds, 3),
+                          "errors": [[i, m] for i, m in t.messages + getattr(t, "cached_errors", [])],
+                          "ran_on": sorted(f"{w} ({d})" for w, d in t.places)}
+                  for label, t in self.items()}
+        return {"dataset": self.dataset, "root": self.root, "items": self.n_items,
+                "seconds": round(self.seconds, 3), "stages": stages, "reader_report": self.report}
+
+
+def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, workers=None,
+            scheduler=None, gpu_workers=None, retry_failed=False, batch=None, progress=False,
+            on_items=None) -> Tallies:
+    """Compute what is missing for `stages` (stage specs, e.g. ["fbank", "mfcc@tsin"];
+    default: the default stages) over the items of corpus `dataset` at `root`
+    into the cache folder `cache` (default ./.emocache or $EMOCACHE_DIR), with
+    option `overrides` ({stage or spec: {option: value}}). `dataset` and `root`
+    default to those the cache recorded. Runs on `workers` local Dask processes,
+    or `scheduler` (an address, or "sync": this process). Returns the per-stage
+    tallies (`Tallies`); bad items are in them, not raised. Bad options raise
+    before any work, naming the problem (stage.ConfigError, registry.UnknownName,
+    cli.UsageError); an infrastructure fault raises faults.InfraFault, whose
+    `tallies` say what was done."""
+    from .cli import UsageError, _locked, _gpu_devices
+    from .graph import default_labels, resolve
+    from .placement import gpu_placement
+    from .plan import extract as run_plan
+    from .runner import make_executor
+    from .store import Index
+    cache = str(cache or default_cache_dir())
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if batch is not None and batch < 1:
+        raise UsageError("--batch must be >= 1")
+    gpu_devices = _gpu_devices(gpu_workers, scheduler)
+    specs = resolve(list(stages or default_labels()), overrides)
+    with _locked(cache):
+        dataset, root, items = _extract_items(Index(cache), dataset, root)
+        if on_items:
+            on_items(items)
+        tallies, seconds = run_plan(cache, dataset, items, specs,
+                                    lambda: make_executor(workers, scheduler, (os.path.abspath(cache), root),
+                                                          gpu_placement() if gpu_devices is None else gpu_devices),
+                                    retry_failed=retry_failed, batch_size=batch, progress=progress)
+    return Tallies(tallies, dataset, root, len(items), seconds, getattr(items, "report", ()))
+
+
+def _extract_items(index, dataset=None, root=None) -> tuple:
+    """(dataset, root, items) read from the corpus, recorded in the cache
+    (`index`): what `extract` works on. Dataset and root default to the
+    cache's own."""
+    from .cli import _dataset_and_root, _read_items
+    from .corpora import load_all
+    from .demo import corpus_marks
+    from .plan import record_dataset
+    if dataset:
+        load_all().get_or_fail(dataset)
+    dataset, root = _dataset_and_root(index, dataset, root)
+    items = _read_items(dataset, root)
+    record_dataset(index, index.root, dataset, root, corpus_marks(root), items)
+    return dataset, root, items
+
+
+def stage_state(st, n_items) -> dict:
+    """One stage's status (Cache.status) as plain data: its overall state,
+    counts per state, failed items' messages, items whose input file is missing."""
+    n = {k: len(st[k]) for k in ("current", "stale", "missing", "failed")}
+    state = ("unverified" if st["unverified"] else "up to date") if n["current"] + n["failed"] == n_items \
+        else "stale" if n["stale"] else "missing"
+    return {"state": state, "counts": n, "config_id": st["spec"].config_id, "errors": st["errors"],
+            "missing_inputs": st["missing inputs"], "unverified": len(st["unverified"])}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -55,11 +56,13 @@ def _parser():
     e.add_argument("--retry-failed", action="store_true", help="recompute items that failed before")
     e.add_argument("--strict", action="store_true", help="exit 1 when any item failed")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--json", action="store_true", help="print the per-stage tally as JSON")
     e.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("status", help="per stage: up to date / stale / missing / failed")
     _selection_args(s)
     s.add_argument("--errors", action="store_true", help="list every failed item with its message")
+    s.add_argument("--json", action="store_true", help="print the states as JSON (with every error)")
     s.set_defaults(func=cmd_status)
 
     ls = sub.add_parser("list", help="corpora, stages and named configurations")
@@ -125,12 +128,22 @@ def _selection_args(p):
 # --- selection: specs, dataset, items ---------------------------------------
 
 def _specs(args):
-    from .graph import default_labels, resolve
+    from .graph import resolve
+    from .presets import check_preset_inputs
+    specs = resolve(*_selection(args))
+    if args.for_head:       # a paper preset refuses what it would have to substitute
+        check_preset_inputs(args.preset, specs)
+    return specs
+
+
+def _selection(args):
+    """(labels, overrides): with --for, the head preset's stage options lie under --set/--config."""
+    from .graph import default_labels
     from .options import stage_options
-    from .presets import resolve_preset
+    from .presets import preset_stage_options
     file_stages, overrides = stage_options(args.config, args.set)
     labels = _labels(args, file_stages, default_labels)
-    return resolve_preset(labels, overrides, args.preset) if args.for_head else resolve(labels, overrides)
+    return labels, preset_stage_options(args.preset, overrides) if args.for_head else overrides
 
 
 def _labels(args, file_stages, default_labels):
@@ -156,17 +169,17 @@ def head_labels(heads, preset=None) -> list:
     return out
 
 
-def _dataset_and_root(args, index, must_exist=True):
+def _dataset_and_root(index, dataset=None, root=None, must_exist=True):
     known = index.datasets()
-    dataset = args.dataset
     if dataset is None:
         if len(known) != 1:
             raise UsageError("--dataset is required" + (f" (the cache holds {', '.join(known)})" if known else ""))
         dataset = next(iter(known))
-    root = args.root or known.get(dataset, {}).get("root")
+    given = root
+    root = root or known.get(dataset, {}).get("root")
     if root is None:
         raise UsageError(f"--root is required: the cache has no recorded root for {dataset}")
-    if not os.path.exists(root) and (must_exist or args.root):
+    if not os.path.exists(root) and (must_exist or given):
         raise UsageError(f"corpus root {root} does not exist")
     return dataset, os.path.abspath(root)
 
@@ -189,40 +202,27 @@ def _read_items(dataset, root):
 # --- commands ---------------------------------------------------------------
 
 def cmd_extract(args):
-    from .corpora import load_all
-    from .demo import corpus_marks
-    from .plan import extract, record_dataset
-    from .placement import gpu_placement
-    from .runner import make_executor
-    from .store import Index
-    if args.workers is not None and args.workers < 1:
-        raise UsageError("--workers must be >= 1")
-    if args.batch is not None and args.batch < 1:
-        raise UsageError("--batch must be >= 1")
-    gpu_devices = _gpu_devices(args.gpu_workers, args.scheduler)
-    specs = _specs(args)
-    print("".join(f"{spec.label}: {line}\n" for spec in specs for line in spec.stage.notes()), end="")
-    if args.dataset:
-        load_all().get_or_fail(args.dataset)
-    with _locked(args.cache):
-        index = Index(args.cache)
-        dataset, root = _dataset_and_root(args, index)
-        items = _read_items(dataset, root)
+    from .api import extract
+    specs = _specs(args)        # bad options and absent models: exit 2 here, before any work
+    print("".join(f"{spec.label}: {line}\n" for spec in specs for line in spec.stage.notes()), end="", file=sys.stderr)
+    labels, overrides = _selection(args)
+    seen = {}
+
+    def read(items):     # the reader's findings, before the work starts
+        seen.update(items=items, t0=time.perf_counter())
         _print_warnings(items)
-        record_dataset(index, args.cache, dataset, root, corpus_marks(root), items)
-        t0 = time.perf_counter()
-        try:
-            tallies, seconds = extract(args.cache, dataset, items, specs,
-                                       lambda: make_executor(args.workers, args.scheduler,
-                                                             (os.path.abspath(args.cache), root),
-                                                             gpu_placement() if gpu_devices is None else gpu_devices),
-                                       retry_failed=args.retry_failed, batch_size=args.batch,
-                                       progress=not args.quiet and sys.stderr.isatty())
-        except InfraFault as fault:     # the machine's fault, not the items': exit 3 after the summary
-            _print_summary(dataset, len(items), fault.tallies, time.perf_counter() - t0)
-            print(f"pipeline: error: {fault}", file=sys.stderr)
-            return 3
-    _print_summary(dataset, len(items), tallies, seconds)
+    try:
+        tallies = extract(args.dataset, args.root, args.cache, labels, overrides, args.workers, args.scheduler,
+                          args.gpu_workers, args.retry_failed, args.batch, progress=not args.quiet and sys.stderr.isatty(), on_items=read)
+    except InfraFault as fault:     # the machine's fault, not the items': exit 3 after the summary
+        items = seen["items"]
+        _print_summary(args.dataset or items[0].corpus, len(items), fault.tallies, time.perf_counter() - seen["t0"])
+        print(f"pipeline: error: {fault}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(tallies.to_json(), indent=1))
+    else:
+        _print_summary(tallies.dataset, tallies.n_items, tallies, tallies.seconds)
     failed = sum(t.failed + t.failed_before for t in tallies.values())
     return 1 if args.strict and failed else 0
 
@@ -297,27 +297,28 @@ def _print_summary(dataset, n_items, tallies, seconds):
 
 
 def cmd_status(args):
-    from .api import Cache
+    from .api import Cache, stage_state
     cache = Cache(args.cache)
     specs = _specs(args)
-    dataset, root = _dataset_and_root(args, cache.index, must_exist=False)
+    dataset, root = _dataset_and_root(cache.index, args.dataset, args.root, must_exist=False)
     if os.path.exists(root):
         cache.use_items(dataset, _read_items(dataset, root))
     else:
         unmounted_notice("pipeline", root)
     items = cache.items(dataset)
+    rows = {spec.label: stage_state(cache.status(spec, dataset), len(items)) for spec in specs}
+    if args.json:
+        print(json.dumps({"dataset": dataset, "root": root, "items": len(items), "stages": rows}, indent=1))
+        return
     print(f"{dataset} at {root}: {len(items)} items")
     print(f"{'stage':<22}{'state':<12}{'current':>9}{'stale':>9}{'missing':>9}{'failed':>9}")
-    for spec in specs:
-        st = cache.status(spec, dataset)
-        n = {k: len(st[k]) for k in ("current", "stale", "missing", "failed")}
-        state = ("unverified" if st["unverified"] else "up to date") if n["current"] + n["failed"] == len(items) \
-            else "stale" if n["stale"] else "missing"
-        print(f"{spec.label:<22}{state:<12}{n['current']:>9}{n['stale']:>9}{n['missing']:>9}{n['failed']:>9}")
-        for item_id, why in list(st["missing inputs"].items())[:10]:
+    for label, row in rows.items():
+        n = row["counts"]
+        print(f"{label:<22}{row['state']:<12}{n['current']:>9}{n['stale']:>9}{n['missing']:>9}{n['failed']:>9}")
+        for item_id, why in list(row["missing_inputs"].items())[:10]:
             print(f"  {item_id}: {why}")
         if args.errors:
-            for item_id, msg in st["errors"].items():
+            for item_id, msg in row["errors"].items():
                 print(f"  {item_id}: {msg}")
 
 

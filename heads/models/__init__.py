@@ -16,4 +16,4 @@ def load_all():
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
             import_module(f"{__name__}.{info.name}")
-    return HEADS
+    return HEADS.load_plugins("emocache.heads")

@@ -32,7 +32,7 @@ def load_all():
     # Every module in this package registers itself on import.
     for info in pkgutil.iter_modules(__path__):
         import_module(f"{__name__}.{info.name}")
-    return CORPORA
+    return CORPORA.load_plugins("emocache.corpora")
 
 
 def read_corpus(name, root, **options):

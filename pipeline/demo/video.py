@@ -69,7 +69,11 @@ class Track:
 @lru_cache(maxsize=None)
 def people(face_widths=(72, 64)):
     """The two people, their faces `face_widths` pixels wide."""
-    from skimage import data
+    try:
+        from skimage import data
+    except ImportError:     # scikit-image is the `demo` extra: only demo corpora need it
+        raise ValueError("demo corpora with video need scikit-image (its sample photo): "
+                         "pip install 'emocache[demo]'") from None
     photo = data.astronaut()[:, :, ::-1].astype(np.float32)          # RGB -> BGR
     x0, y0, x1, y1 = _PHOTO_CROP
     crop = photo[y0:y1, x0:x1]

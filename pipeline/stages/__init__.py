@@ -12,4 +12,4 @@ def load_all():
     # Every module in this package registers itself on import.
     for info in pkgutil.iter_modules(__path__):
         import_module(f"{__name__}.{info.name}")
-    return STAGES
+    return STAGES.load_plugins("emocache.stages")

