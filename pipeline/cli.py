@@ -130,10 +130,8 @@ def _selection_args(p):
 def _specs(args):
     from .graph import resolve
     from .presets import check_preset_inputs
-    specs = resolve(*_selection(args))
-    if args.for_head:       # a paper preset refuses what it would have to substitute
-        check_preset_inputs(args.preset, specs)
-    return specs
+    specs = resolve(*_selection(args))      # a paper preset refuses what it would have to substitute:
+    return check_preset_inputs(args.preset, specs) if args.for_head else specs
 
 
 def _selection(args):
@@ -142,31 +140,17 @@ def _selection(args):
     from .options import stage_options
     from .presets import preset_stage_options
     file_stages, overrides = stage_options(args.config, args.set)
-    labels = _labels(args, file_stages, default_labels)
-    return labels, preset_stage_options(args.preset, overrides) if args.for_head else overrides
+    return _labels(args, file_stages, default_labels), \
+        preset_stage_options(args.preset, overrides) if args.for_head else overrides
 
 
 def _labels(args, file_stages, default_labels):
     if args.stages:
         return [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.for_head:
+        from .presets import head_labels
         return head_labels([args.for_head], args.preset)
     return list(file_stages or default_labels())
-
-
-def head_labels(heads, preset=None) -> list:
-    """The stage specs `--for HEAD` extracts, for each head (a `--preset`
-    other than paper reads `manifests/<head>_<preset>.toml` when it exists)."""
-    from .presets import head_stage_lists
-    lists = head_stage_lists()
-    out = []
-    for head in heads:
-        name = f"{head}_{preset}" if preset and preset != "paper" and f"{head}_{preset}" in lists else head
-        if name not in lists:
-            raise UsageError(f"--for {head}: no stage list for that head "
-                             f"(known: {', '.join(sorted(lists)) or 'none'})")
-        out += [label for label in lists[name] if label not in out]
-    return out
 
 
 def _dataset_and_root(index, dataset=None, root=None, must_exist=True):
@@ -398,6 +382,7 @@ def cmd_gc(args):
         raise UsageError("say what to keep: --keep-for HEAD[,HEAD...], --keep LABEL..., and/or --older-than DAYS")
     if args.older_than is not None and args.older_than < 0:
         raise UsageError("--older-than must be >= 0 days")
+    from .presets import head_labels
     labels = head_labels(args.keep_for.split(","), args.preset) if args.keep_for else []
     labels += [label for label in args.keep or () if label not in labels]
     keep = {c.config_id for spec in resolve(labels) for c in _closure(spec)}

@@ -134,8 +134,8 @@ def preset_stage_options(preset, overrides=None) -> dict:
     return out
 
 
-def check_preset_inputs(preset, specs) -> None:
-    """ConfigError (before any work) when a resolved spec lacks an option the
+def check_preset_inputs(preset, specs) -> list:
+    """`specs`, or ConfigError (before any work) when a spec lacks an option the
     preset requires (a paper preset that reads GloVe needs the user's file)."""
     required = packaged("presets.toml").get(preset or "paper", {}).get("require", {})
     for spec in specs:
@@ -144,3 +144,18 @@ def check_preset_inputs(preset, specs) -> None:
             if spec.name == stage and getattr(spec.stage.config, option, None) in (None, ""):
                 raise ConfigError(f"preset {preset or 'paper'}: {spec.label} needs {option} "
                                   f"(nothing is substituted in a paper preset): {how}")
+    return specs
+
+
+def head_labels(heads, preset=None) -> list:
+    """The stage specs `--for HEAD` extracts, for each head (a `--preset`
+    other than paper reads `manifests/<head>_<preset>.toml` when it exists)."""
+    lists = head_stage_lists()
+    out = []
+    for head in heads:
+        name = f"{head}_{preset}" if preset and preset != "paper" and f"{head}_{preset}" in lists else head
+        if name not in lists:
+            raise ConfigError(f"--for {head}: no stage list for that head "
+                              f"(known: {', '.join(sorted(lists)) or 'none'})")
+        out += [label for label in lists[name] if label not in out]
+    return out
