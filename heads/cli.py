@@ -217,8 +217,10 @@ def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -
     manifest_list = head_stage_lists().get(cls.manifest)
     selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
                  else f"--stages {','.join(needed)}")
+    from pipeline.graph import resolve
+    read = {x for s in resolve(needed, stages) for x in (s.label, s.name)}    # overrides of stages it reads
     sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
-                   for label, opts in (stages or {}).items() for k, v in opts.items())
+                   for label, opts in (stages or {}).items() if label in read for k, v in opts.items())
     command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
     others = [line for label in needed if statuses[label]["missing"] for line in other_configurations(cache, label, stages)]
     found = "".join(f"\n  {line}" for line in others)

@@ -13,9 +13,11 @@ LIBRARIES = ("torch", "transformers", "librosa", "opensmile", "mediapipe")
 
 
 def provenance(cache, dataset, labels, stages, device) -> dict:
+    """`labels`: the stage specs the head reads; those they consume are recorded too."""
+    from pipeline.graph import resolve
     return {"emocache": _version("emocache"), "git_commit": git_commit(),
             "libraries": {name: _version(name) for name in LIBRARIES},
-            "stages": {label: stage_settings(cache, dataset, label, stages) for label in labels},
+            "stages": {s.label: stage_settings(cache, dataset, s.label, stages) for s in resolve(labels, stages)},
             "demo_corpus": bool(cache.datasets()[dataset].get("options", {}).get("demo")),
             "device": str(device)}
 
