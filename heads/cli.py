@@ -78,8 +78,9 @@ def _parser():
     t.add_argument("--cache", default=default_cache_dir())
     t.add_argument("--dataset", help="dataset in the cache (default: the only one)")
     t.add_argument("--protocol", default="session", help="session, speaker, kfold, ratio, holdout, official")
-    t.add_argument("--dev", default="none", choices=DEV_CHOICES,
-                   help="dev part for model selection (default: none, fixed epochs)")
+    t.add_argument("--dev", choices=DEV_CHOICES,
+                   help="dev part for model selection (default: none, fixed epochs; with --preset paper, "
+                        "the head's paper protocol: session-share for emmanet)")
     t.add_argument("--folds", type=int, default=10, help="kfold: number of folds")
     t.add_argument("--ratios", default="3:1:1",
                    help="ratio protocol: train:dev:test parts; holdout: their shares (e.g. 7:1:2)")
@@ -303,6 +304,7 @@ def cmd_train(args):
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
                          "use bf16 or fp32 on CPU")
     config, stages = head_config(cls, args.preset, args.config, args.set)
+    args.dev = args.dev or (cls.paper_dev if args.preset == "paper" else "none")
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)
