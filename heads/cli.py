@@ -250,26 +250,13 @@ def in_labelset(item, labelset) -> bool:
     return labels.apply(item, labelset) is not None
 
 
-def without_items(cache, left_out):
-    """The cache as if the items `left_out` were not in its datasets (--allow-missing)."""
-    from pipeline.api import Cache
-
-    class Without(Cache):
-        def __init__(self):         # the same cache, read through `items` below
-            vars(self).update(vars(cache))
-
-        def items(self, dataset=None):
-            return [it for it in super().items(dataset) if it.id not in left_out]
-    return Without()
-
-
 def _without_missing(cache, dataset, cls, config, allow_missing, stages=None) -> tuple:
     """(the cache to train from, {item id: why} of the items left out):
     refuses lacking features unless allow_missing, which names each item."""
     left_out = check_cache(cache, dataset, cls, config, allow_missing, stages)
     for item_id, why in sorted(left_out.items()):
         print(f"heads: training without {item_id}: {why} (--allow-missing)", file=sys.stderr)
-    return (without_items(cache, set(left_out)) if left_out else cache), left_out
+    return cache.leave_out(left_out, dataset), left_out
 
 
 def _notice_unmounted(cache, dataset):
