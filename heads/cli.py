@@ -79,8 +79,9 @@ def _parser():
     t.add_argument("--cache", default=default_cache_dir())
     t.add_argument("--dataset", help="dataset in the cache (default: the only one)")
     t.add_argument("--protocol", default="session", help="session, speaker, kfold, ratio, holdout, official")
-    t.add_argument("--dev", default="none", choices=DEV_CHOICES,
-                   help="dev part for model selection (default: none, fixed epochs)")
+    t.add_argument("--dev", choices=DEV_CHOICES,
+                   help="dev part for model selection (default: none, fixed epochs; with --preset paper, "
+                        "the head's paper protocol: session-share for emmanet)")
     t.add_argument("--folds", type=int, default=10, help="kfold: number of folds")
     t.add_argument("--ratios", default="3:1:1",
                    help="ratio protocol: train:dev:test parts; holdout: their shares (e.g. 7:1:2)")
@@ -222,9 +223,7 @@ def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -
     sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
                    for label, opts in (stages or {}).items() if label in read for k, v in opts.items())
     command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
-    others = [line for label in needed if statuses[label]["missing"] for line in other_configurations(cache, label, stages)]
-    found = "".join(f"\n  {line}" for line in others)
-    found = f"\nother configurations in the cache (select one with these flags on heads train):{found}" if found else ""
+    found = other_configurations(cache, [label for label in needed if statuses[label]["missing"]], stages)
     raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
                         f"{config.labelset} ({'; '.join(problems)}).{found}\n"
                         f"run:\n  {command}\n(or train without them: heads train ... --allow-missing)")
@@ -259,26 +258,13 @@ def in_labelset(item, labelset) -> bool:
     return labels.apply(item, labelset) is not None
 
 
-def without_items(cache, left_out):
-    """The cache as if the items `left_out` were not in its datasets (--allow-missing)."""
-    from pipeline.api import Cache
-
-    class Without(Cache):
-        def __init__(self):         # the same cache, read through `items` below
-            vars(self).update(vars(cache))
-
-        def items(self, dataset=None):
-            return [it for it in super().items(dataset) if it.id not in left_out]
-    return Without()
-
-
 def _without_missing(cache, dataset, cls, config, allow_missing, stages=None) -> tuple:
     """(the cache to train from, {item id: why} of the items left out):
     refuses lacking features unless allow_missing, which names each item."""
     left_out = check_cache(cache, dataset, cls, config, allow_missing, stages)
     for item_id, why in sorted(left_out.items()):
         print(f"heads: training without {item_id}: {why} (--allow-missing)", file=sys.stderr)
-    return (without_items(cache, set(left_out)) if left_out else cache), left_out
+    return cache.leave_out(left_out, dataset), left_out
 
 
 def _notice_unmounted(cache, dataset):
@@ -315,6 +301,7 @@ def cmd_train(args):
                          "use bf16 or fp32 on CPU")
     config, stages = head_config(cls, args.preset, args.config, args.set)
     check_inputs(cls, args.preset, config, stages)      # before any work: exit 2
+    args.dev = args.dev or (cls.paper_dev if args.preset == "paper" else "none")
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)

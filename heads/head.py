@@ -104,6 +104,7 @@ class Head(nn.Module):
     identity until `set_input_stats` is called)."""
     name = ""
     manifest = ""                   # manifests/<manifest>.toml lists the stages to extract
+    paper_dev = "none"              # `heads train --dev` under --preset paper when not given
     description = ""
     Config = TrainConfig
     presets: dict = {"paper": {}}

@@ -15,7 +15,15 @@ def check_inputs(cls, preset, config, stages):
     check_preset_inputs(preset, resolve(cls.stages(config), stages))
 
 
-def other_configurations(cache, label, stages) -> list:
+def other_configurations(cache, labels, stages) -> str:
+    """For the error of a run whose `labels` are missing: the other
+    configurations of their stages in the cache, with the flags that select each."""
+    lines = [line for label in labels for line in _others(cache, label, stages)]
+    head = "\nother configurations in the cache (select one with these flags on heads train):"
+    return head + "".join(f"\n  {line}" for line in lines) if lines else ""
+
+
+def _others(cache, label, stages) -> list:
     """One line per other configuration of `label`'s stage that has outputs in
     the cache: its label and the `--set` flags (on pipeline extract and heads
     train alike) that select it instead of the one resolved now."""

@@ -137,7 +137,6 @@ def predict(run, dataset, root, cache_dir=None, out=None, workers=None, schedule
     (default RUN/predict/cache) and write the run's predictions to `out`
     (default RUN/predict/predictions.csv); returns {"out", "items", "predicted"}."""
     from pipeline import api
-    from .cli import without_items
     from .models import load_all
     from .report import load_run
     from .tasks import from_description
@@ -158,7 +157,7 @@ def predict(run, dataset, root, cache_dir=None, out=None, workers=None, schedule
     reasons = unusable(cache, tallies.dataset, labels, overrides)
     means, models = {}, []
     if len(reasons) < len(item_ids):
-        data = Unlabelled(without_items(cache, set(reasons)), tallies.dataset, cls.inputs(config), task, overrides)
+        data = Unlabelled(cache.leave_out(reasons, tallies.dataset), tallies.dataset, cls.inputs(config), task, overrides)
         per_speaker = cls.speaker_normalised(config)
         if per_speaker:
             data.normalise_per_speaker(per_speaker, config.speaker_center)

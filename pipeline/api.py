@@ -77,6 +77,15 @@ class Cache:
         the manifest stored in the cache; nothing is written."""
         self._items[dataset] = list(items)
 
+    def leave_out(self, item_ids, dataset=None):
+        """Read the dataset as if the items `item_ids` were not in it (nothing is
+        written); returns the cache."""
+        name = self.dataset(dataset)
+        gone = set(item_ids)
+        if gone:
+            self.use_items(name, [it for it in self.items(name) if it.id not in gone])
+        return self
+
     def spec(self, label, overrides=None):
         """The StageSpec of a label ("fbank@tsin"); a StageSpec passes through."""
         return label if hasattr(label, "config_id") else resolve([label], overrides)[-1]

@@ -99,6 +99,7 @@ class Config(TrainConfig):
 class EMMANet(Head):
     name = "emmanet"
     manifest = "emmanet"
+    paper_dev = "session-share"     # the paper halves the LR on a validation plateau: a share of the training videos
     description = "per-frame face BiGRU + audio and pose GRUs, attention anchored on the current face"
     Config = Config
     presets = {
