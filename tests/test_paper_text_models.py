@@ -170,3 +170,32 @@ def test_a_demo_run_shows_no_paper_figure_and_says_why(demo_root, bert_base, tmp
     (row,) = json.loads(capsys.readouterr().out)
     assert row["preset"] == "paper" and row["papers"][0]["comparable"] is False
     assert "a demo corpus" in row["papers"][0]["reasons"] and row["papers"][0]["figures"] == {}
+
+
+def test_glove_and_weights_files_enter_the_key_by_content(tmp_path):
+    import os
+    import torch
+    import torchvision
+    from pipeline.graph import resolve
+
+    def config_id(label, **options):
+        return {s.label: s.config_id for s in resolve([label], {label: options})}[label]
+
+    glove = tmp_path / "a" / "glove.txt"
+    glove.parent.mkdir()
+    glove.write_text("the 0.1 0.2 0.3\nhello 0.4 0.5 0.6\n")
+    moved = shutil.copy(glove, tmp_path / "vectors.txt")
+    assert config_id("glove", path=str(glove)) == config_id("glove", path=str(moved))
+    with open(moved, "r+b") as f:             # one byte, same size
+        f.seek(4)
+        f.write(b"9")
+    os.utime(moved, ns=(1, 1))
+    assert config_id("glove", path=str(glove)) != config_id("glove", path=str(moved))
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w" / "resnet18.pth"
+    weights.parent.mkdir()
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    copy = shutil.copy(weights, tmp_path / "elsewhere.pth")
+    assert config_id("frames", arch="resnet18", weights_path=str(weights)) == \
+        config_id("frames", arch="resnet18", weights_path=str(copy))
