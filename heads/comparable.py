@@ -13,12 +13,12 @@ RUNTIME_STAGE_OPTIONS = ("device", "threads", "workers", "batch_size", "batch_se
 
 def reasons(record) -> list:
     """Why `record` is not comparable to a paper's row (empty: it is)."""
-    out = []
     preset = record.get("preset")
-    if preset != "paper":
-        out.append(f"preset {preset}, not paper")
-    out += _head_changes(record)
-    out += [f"--set {stage}.{k}" for stage, opts in sorted((record.get("stage_overrides") or {}).items())
+    if preset != "paper":       # the preset's own changes are its business: one reason, not one per option
+        out = [f"preset {preset}, not paper"]
+    else:
+        out = _head_changes(record) + [
+            f"--set {stage}.{k}" for stage, opts in sorted((record.get("stage_overrides") or {}).items())
             for k in sorted(opts) if k not in RUNTIME_STAGE_OPTIONS]
     prov = record.get("provenance")
     if prov is None:

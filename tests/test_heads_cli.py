@@ -78,7 +78,7 @@ def test_train_report_evaluate(fbank_only, capsys, tmp_path):
     table = capsys.readouterr().out
     assert f"{100 * r['overall']['ua']['mean']:5.2f}" in table and " demo " in table     # the preset column
     # A demo-preset run never stands beside a paper's figure; the report says why.
-    assert "74.92" not in table and "not comparable to 003 TSIN: preset demo, not paper; " in table
+    assert "74.92" not in table and "not comparable to 003 TSIN: preset demo, not paper" in table
 
     assert main(["evaluate", str(run), "--cache", str(fbank_only)]) == 0
     ev = json.loads((run / "evaluate-iemocap-test.json").read_text())

@@ -129,6 +129,14 @@ def test_tsin_paper_preset_trains_on_the_users_bert(demo_root, bert_base, tmp_pa
                   "--out", str(run), "--quiet"]) == 0
     record = json.loads((run / "results.json").read_text())
     assert record["stage_overrides"] == {"bert": {"model": str(bert_base)}}
+    prov = record["provenance"]
+    assert prov["demo_corpus"] and prov["libraries"]["torch"] and prov["emocache"] and prov["device"] == "cpu"
+    bert = prov["stages"]["bert@tsin"]
+    assert bert["config"]["model"] == str(bert_base) and bert["attrs"]["hidden_size"] == 768
+    assert bert["attrs"]["num_hidden_layers"] == 12 and bert["identity"]["model_digest"] and "words" in prov["stages"]
+    from heads.comparable import reasons
+    assert reasons(record) == ["epochs=1 (paper: 80)", "--set bert.model", "a demo corpus",
+                               f"bert@tsin reads '{bert_base}', not bert-base-uncased"]
     # Without the flag the paper's own configuration is looked for, and the one in the cache is named.
     capsys.readouterr()
     as_hf_cache(hf_home, "bert-base-uncased", save_bert(tmp_path / "other", num_hidden_layers=1))
@@ -141,6 +149,7 @@ def test_tsin_paper_preset_trains_on_the_users_bert(demo_root, bert_base, tmp_pa
     assert "not comparable" not in capsys.readouterr().out      # holdout: no paper row to stand beside
 
 
+@pytest.mark.acceptance       # TSIN at the paper's widths over 5 session folds: ~2 minutes on 2 cores
 def test_a_demo_run_shows_no_paper_figure_and_says_why(demo_root, bert_base, tmp_path, hf_home, capsys):
     from heads.comparable import reasons
     as_hf_cache(hf_home, "bert-base-uncased", bert_base)
@@ -165,6 +174,9 @@ def test_a_demo_run_shows_no_paper_figure_and_says_why(demo_root, bert_base, tmp
     record.update(config={**record["config"], "epochs": 80},
                   provenance={**prov, "demo_corpus": False})
     assert reasons(record) == []
+    from heads.report import report_table
+    table = report_table([record])
+    assert "paper 003 TSIN" in table and "74.92" in table and "not comparable" not in table
     capsys.readouterr()
     assert heads(["report", "--json", str(run)]) == 0
     (row,) = json.loads(capsys.readouterr().out)
