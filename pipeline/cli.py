@@ -382,10 +382,10 @@ def cmd_gc(args):
         raise UsageError("say what to keep: --keep-for HEAD[,HEAD...], --keep LABEL..., and/or --older-than DAYS")
     if args.older_than is not None and args.older_than < 0:
         raise UsageError("--older-than must be >= 0 days")
-    from .presets import head_labels
+    from .presets import head_labels, preset_stage_options
     labels = head_labels(args.keep_for.split(","), args.preset) if args.keep_for else []
     labels += [label for label in args.keep or () if label not in labels]
-    keep = {c.config_id for spec in resolve(labels) for c in _closure(spec)}
+    keep = {c.config_id for spec in resolve(labels, preset_stage_options(args.preset)) for c in _closure(spec)}
     with _locked(args.cache):
         index = Index(args.cache)
         doomed = collect(index, keep, args.older_than)
