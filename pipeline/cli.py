@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import INTERRUPTED, add_debug_option, report
 from .faults import InfraFault
 from .options import add_manifests_option
+from .quiet import configure as configure_logs
 from .registry import UnknownName
 from .stage import ConfigError
 from .store import default_cache_dir
@@ -27,6 +29,7 @@ def main(argv=None):
     from . import command_environment
     command_environment()
     args = _parser().parse_args(argv)
+    configure_logs(args.debug)
     try:
         use_manifest_dirs(args.manifests)
         return args.func(args) or 0
@@ -37,8 +40,10 @@ def main(argv=None):
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("pipeline: interrupted; finished batches are kept", file=sys.stderr)
+        print(f"pipeline: {INTERRUPTED}", file=sys.stderr)
         return 130
+    except Exception as e:      # SQLite, HDF5, Dask, a full disk: one line and a hint
+        return report("pipeline", e, args.debug)
 
 
 def _parser():
@@ -57,6 +62,8 @@ def _parser():
     e.add_argument("--strict", action="store_true", help="exit 1 when any item failed")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--json", action="store_true", help="print the per-stage tally as JSON")
+    e.add_argument("--worker-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="stop when the cluster has had no live worker for this long (default 60)")
     e.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("status", help="per stage: up to date / stale / missing / failed")
@@ -92,6 +99,7 @@ def _parser():
     d.add_argument("--no-video", action="store_true")
     d.set_defaults(func=cmd_demo)
     add_manifests_option(sub)
+    add_debug_option(sub)
     return p
 
 
@@ -201,7 +209,8 @@ def cmd_extract(args):
     try:
         tallies = extract(args.dataset, args.root, args.cache, _labels(args, file_stages, default_labels),
                           overrides, args.workers, args.scheduler, args.gpu_workers, args.retry_failed,
-                          args.batch, progress=not args.quiet and sys.stderr.isatty(), on_items=read)
+                          args.batch, progress=not args.quiet and sys.stderr.isatty(), on_items=read,
+                          worker_timeout=args.worker_timeout)
     except InfraFault as fault:     # the machine's fault, not the items': exit 3 after the summary
         items = seen["items"]
         _print_summary(args.dataset or items[0].corpus, len(items), fault.tallies, time.perf_counter() - seen["t0"])
