@@ -8,10 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import INTERRUPTED, add_debug_option, report
+from .errors import add_debug_option, configure_logs, report
 from .faults import InfraFault
 from .options import add_manifests_option
-from .quiet import configure as configure_logs
 from .registry import UnknownName
 from .stage import ConfigError
 from .store import default_cache_dir
@@ -39,10 +38,7 @@ def main(argv=None):
     except (IndexDamaged, ShardError) as e:     # the cache needs repair: one line, the command that repairs it
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"pipeline: {INTERRUPTED}", file=sys.stderr)
-        return 130
-    except Exception as e:      # SQLite, HDF5, Dask, a full disk: one line and a hint
+    except (KeyboardInterrupt, Exception) as e:      # Ctrl-C, SQLite, HDF5, Dask, a full disk: one line
         return report("pipeline", e, args.debug)
 
 
@@ -62,8 +58,7 @@ def _parser():
     e.add_argument("--strict", action="store_true", help="exit 1 when any item failed")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--json", action="store_true", help="print the per-stage tally as JSON")
-    e.add_argument("--worker-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="stop when the cluster has had no live worker for this long (default 60)")
+    e.add_argument("--worker-timeout", type=float, default=60.0, help="stop after S s with no live worker (60)")
     e.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("status", help="per stage: up to date / stale / missing / failed")

@@ -92,8 +92,18 @@ def describe(exc) -> str | None:
     return None
 
 
-def report(prog, exc, debug=False) -> int:
-    """Print one line for `exc` (the traceback too with --debug); exit status 1."""
+def configure_logs(debug):
+    """Before a command's work: native and Dask logs only with --debug."""
+    from .quiet import configure
+    configure(debug)
+
+
+def report(prog, exc, debug=False, interrupted=None) -> int:
+    """Print one line for `exc` (the traceback too with --debug); exit
+    status 1, or 130 for Ctrl-C (`interrupted`: what to say then)."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{prog}: {interrupted or INTERRUPTED}", file=sys.stderr)
+        return 130
     if debug:
         import traceback
         traceback.print_exception(exc, file=sys.stderr)
