@@ -81,8 +81,7 @@ def _parser():
     t.add_argument("--model", required=True, help="head name (see `heads list`)")
     t.add_argument("--cache", default=default_cache_dir())
     t.add_argument("--dataset", help="dataset in the cache (default: the only one)")
-    t.add_argument("--protocol", help="session, speaker, kfold, ratio, holdout, official, hff (default: official "
-                   "when every item has a split tag, else session when every item has one, else kfold)")
+    t.add_argument("--protocol", help="session, speaker, kfold, ratio, holdout, official (default: by the columns)")
     t.add_argument("--dev", choices=DEV_CHOICES,
                    help="dev part for model selection (default: none, fixed epochs; with --preset paper, "
                         "the head's paper protocol: session-share for emmanet)")
