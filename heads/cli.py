@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.errors import add_debug_option, configure_logs, report
 from pipeline.options import add_manifests_option
 from pipeline.registry import UnknownName
 from pipeline.stage import ConfigError
@@ -43,6 +44,7 @@ def main(argv=None):
     command_environment()
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logs(args.debug)
     try:
         use_manifest_dirs(args.manifests)
         return args.func(args) or 0
@@ -56,6 +58,8 @@ def main(argv=None):
     except (IndexDamaged, ShardError) as e:     # the cache needs repair: one line, the command that repairs it
         print(f"heads: error: {e}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Exception) as e:      # Ctrl-C, SQLite, HDF5, a full disk: one line
+        return report("heads", e, args.debug, interrupted="interrupted")
 
 
 def _parser():
@@ -77,7 +81,7 @@ def _parser():
     t.add_argument("--model", required=True, help="head name (see `heads list`)")
     t.add_argument("--cache", default=default_cache_dir())
     t.add_argument("--dataset", help="dataset in the cache (default: the only one)")
-    t.add_argument("--protocol", default="session", help="session, speaker, kfold, ratio, holdout, official")
+    t.add_argument("--protocol", help="session, speaker, kfold, ratio, holdout, official (default: by the columns)")
     t.add_argument("--dev", choices=DEV_CHOICES,
                    help="dev part for model selection (default: none, fixed epochs; with --preset paper, "
                         "the head's paper protocol: session-share for emmanet)")
@@ -116,6 +120,7 @@ def _parser():
     r.add_argument("runs", nargs="+")
     r.set_defaults(func=cmd_report)
     add_manifests_option(sub)
+    add_debug_option(sub)
     return p
 
 
@@ -275,16 +280,30 @@ def _ratios(text):
     return parts
 
 
+def _folds(args, data, options) -> tuple:
+    """(folds, leakage reports) of the --protocol, or of the one the items'
+    columns allow (protocols.default_protocol); names the items left out."""
+    from .protocols import default_protocol, make_folds
+    args.protocol = args.protocol or default_protocol(data.items.values())
+    folds, leakage = make_folds(args.protocol, list(data.items.values()), options)
+    unused = len(data.items) - len({i for f in folds for i in (*f.train, *f.dev, *f.test)})
+    if unused:
+        print(f"heads: {unused} item(s) are in no part of the {args.protocol} protocol "
+              "(e.g. no split tag)", file=sys.stderr)
+    return folds, leakage
+
+
 def cmd_train(args):
     from pipeline.api import Cache
     from .metrics import aggregate
-    from .protocols import Options, make_folds
+    from .protocols import Options
     from .report import report_table, write_run
     from .tasks import check_options
     from .train import device_of, run_folds
 
     cls = load_all().get_or_fail(args.model)
-    PROTOCOLS.get_or_fail(args.protocol)
+    if args.protocol:
+        PROTOCOLS.get_or_fail(args.protocol)
     if args.seeds < 1:
         raise UsageError("--seeds must be >= 1")
     if args.precision == "fp16" and device_of(args.device).type != "cuda":
@@ -302,11 +321,7 @@ def cmd_train(args):
     cls.check_dims(config, data.dims())
     for item_id, why in sorted(data.dropped.items()):
         print(f"heads: skipping {item_id}: extraction failed ({why})", file=sys.stderr)
-    folds, leakage = make_folds(args.protocol, list(data.items.values()), options)
-    unused = len(data.items) - len({i for f in folds for i in (*f.train, *f.dev, *f.test)})
-    if unused:
-        print(f"heads: {unused} item(s) are in no part of the {args.protocol} protocol "
-              "(e.g. no split tag)", file=sys.stderr)
+    folds, leakage = _folds(args, data, options)
     variant = cls.variant(config)
     out = Path(args.out or f"runs/{cls.name}-{variant}-{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}")
     device = device_of(args.device)
