@@ -10,17 +10,17 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.errors import add_debug_option, configure_logs, report
 from pipeline.options import add_manifests_option
 from pipeline.registry import UnknownName
 from pipeline.stage import ConfigError
 
-from .inputs import check_inputs, other_configurations
+from .inputs import check_inputs, extract_command, other_configurations
 from .models import load_all
 from .protocols import DEV_CHOICES, PROTOCOLS, LeakageError, ProtocolError
 
@@ -44,6 +44,7 @@ def main(argv=None):
     command_environment()
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logs(args.debug)
     try:
         use_manifest_dirs(args.manifests)
         return args.func(args) or 0
@@ -57,6 +58,8 @@ def main(argv=None):
     except (IndexDamaged, ShardError) as e:     # the cache needs repair: one line, the command that repairs it
         print(f"heads: error: {e}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Exception) as e:      # Ctrl-C, SQLite, HDF5, a full disk: one line
+        return report("heads", e, args.debug, interrupted="interrupted")
 
 
 def _parser():
@@ -78,7 +81,7 @@ def _parser():
     t.add_argument("--model", required=True, help="head name (see `heads list`)")
     t.add_argument("--cache", default=default_cache_dir())
     t.add_argument("--dataset", help="dataset in the cache (default: the only one)")
-    t.add_argument("--protocol", default="session", help="session, speaker, kfold, ratio, holdout, official")
+    t.add_argument("--protocol", help="session, speaker, kfold, ratio, holdout, official (default: by the columns)")
     t.add_argument("--dev", choices=DEV_CHOICES,
                    help="dev part for model selection (default: none, fixed epochs; with --preset paper, "
                         "the head's paper protocol: session-share for emmanet)")
@@ -118,6 +121,7 @@ def _parser():
     r.add_argument("--json", action="store_true", help="the report as JSON (runs, papers, comparability)")
     r.set_defaults(func=cmd_report)
     add_manifests_option(sub)
+    add_debug_option(sub)
     return p
 
 
@@ -191,9 +195,7 @@ def head_config(cls, preset, config_file, pairs):
     """(head Config, stage overrides): `--set key=value` and top-level keys of
     the TOML file are head options; `--set stage.key=value` and the file's
     tables are the options of a stage the head reads, as on `pipeline extract`
-    (a `stages` list there is pipeline extract's, not a head option). The
-    preset's own stage options (manifests/presets.toml) lie under them, as
-    on `pipeline extract --for HEAD --preset P`."""
+    (a `stages` list there is pipeline extract's, not a head option), over the preset's (presets.toml)."""
     from pipeline.options import head_options, stage_options
     from pipeline.presets import preset_stage_options
     dotted = [p for p in pairs if "." in p.partition("=")[0]]
@@ -214,15 +216,7 @@ def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -
     lacking, problems = missing_features(statuses, wanted)
     if not problems or allow_missing:
         return lacking
-    from pipeline.presets import head_stage_lists
-    manifest_list = head_stage_lists().get(cls.manifest)
-    selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
-                 else f"--stages {','.join(needed)}")
-    from pipeline.graph import resolve
-    read = {x for s in resolve(needed, stages) for x in (s.label, s.name)}    # overrides of stages it reads
-    sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
-                   for label, opts in (stages or {}).items() if label in read for k, v in opts.items())
-    command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
+    command = extract_command(cache, dataset, cls, needed, stages)
     found = other_configurations(cache, [label for label in needed if statuses[label]["missing"]], stages)
     raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
                         f"{config.labelset} ({'; '.join(problems)}).{found}\n"
@@ -283,17 +277,31 @@ def _ratios(text):
     return parts
 
 
+def _folds(args, data, options) -> tuple:
+    """(folds, leakage reports) of the --protocol, or of the one the items'
+    columns allow (protocols.default_protocol); names the items left out."""
+    from .protocols import default_protocol, make_folds
+    args.protocol = args.protocol or default_protocol(data.items.values())
+    folds, leakage = make_folds(args.protocol, list(data.items.values()), options)
+    unused = len(data.items) - len({i for f in folds for i in (*f.train, *f.dev, *f.test)})
+    if unused:
+        print(f"heads: {unused} item(s) are in no part of the {args.protocol} protocol "
+              "(e.g. no split tag)", file=sys.stderr)
+    return folds, leakage
+
+
 def cmd_train(args):
     from pipeline.api import Cache
     from .metrics import aggregate
-    from .protocols import Options, make_folds
+    from .protocols import Options
     from .provenance import provenance
     from .report import report_table, write_run
     from .tasks import check_options
     from .train import device_of, run_folds
 
     cls = load_all().get_or_fail(args.model)
-    PROTOCOLS.get_or_fail(args.protocol)
+    if args.protocol:
+        PROTOCOLS.get_or_fail(args.protocol)
     if args.seeds < 1:
         raise UsageError("--seeds must be >= 1")
     if args.precision == "fp16" and device_of(args.device).type != "cuda":
@@ -312,11 +320,7 @@ def cmd_train(args):
     cls.check_dims(config, data.dims())
     for item_id, why in sorted(data.dropped.items()):
         print(f"heads: skipping {item_id}: extraction failed ({why})", file=sys.stderr)
-    folds, leakage = make_folds(args.protocol, list(data.items.values()), options)
-    unused = len(data.items) - len({i for f in folds for i in (*f.train, *f.dev, *f.test)})
-    if unused:
-        print(f"heads: {unused} item(s) are in no part of the {args.protocol} protocol "
-              "(e.g. no split tag)", file=sys.stderr)
+    folds, leakage = _folds(args, data, options)
     variant = cls.variant(config)
     out = Path(args.out or f"runs/{cls.name}-{variant}-{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}")
     device = device_of(args.device)
@@ -435,8 +439,7 @@ def cmd_report(args):
     records = [load_run(path) for path in args.runs]
     if args.json:
         import json
-        print(json.dumps(report_json(records), indent=1, sort_keys=True))
-        return
+        return print(json.dumps(report_json(records), indent=1, sort_keys=True))
     print(report_table(records))
     for r in records:
         print(f"{Path(r['_path']).name}: plots {r['_path']}/confusion.png, {r['_path']}/curves.png")

@@ -62,7 +62,7 @@ class Data:
             raise NotInCache(f"dataset {self.dataset} has no items")
         self.corpus = items[0].corpus
         self.labelset = labelset
-        self.task = self.make_task(labelset)        # classification or regression
+        self.task = self.make_task(labelset, items)        # classification or regression
         self.classes = self.task.classes
         kept = self.label_items(items)
         ids = [it.id for it, _ in kept]
@@ -75,9 +75,10 @@ class Data:
         self.labels = {it.id: label for it, label in kept}
         self.item_stats = None              # item id -> {input: (mean, std)} when normalising per speaker
 
-    def make_task(self, labelset):
-        """The label set's task (data without labels, for prediction, brings its own)."""
-        return tasks.for_labelset(self.corpus, labelset)
+    def make_task(self, labelset, items=None):
+        """The label set's task (data without labels, for prediction, brings
+        its own); a set whose classes come from the data reads `items`."""
+        return tasks.for_labelset(self.corpus, labelset, items)
 
     def label_items(self, items) -> list:
         """[(item, label)] for the items the label set keeps (per-frame data

@@ -15,6 +15,21 @@ def check_inputs(cls, preset, config, stages):
     check_preset_inputs(preset, resolve(cls.stages(config), stages))
 
 
+def extract_command(cache, dataset, cls, needed, stages) -> str:
+    """The `pipeline extract` command that extracts the configurations `needed`
+    as the run resolved them (the overrides of the stages it reads as --set)."""
+    from pipeline.graph import resolve
+    from pipeline.presets import head_stage_lists
+    from .cli import _toml_value
+    manifest_list = head_stage_lists().get(cls.manifest)
+    selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
+                 else f"--stages {','.join(needed)}")
+    read = {x for s in resolve(needed, stages) for x in (s.label, s.name)}
+    sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
+                   for label, opts in (stages or {}).items() if label in read for k, v in opts.items())
+    return f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
+
+
 def other_configurations(cache, labels, stages) -> str:
     """For the error of a run whose `labels` are missing: the other
     configurations of their stages in the cache, with the flags that select each."""

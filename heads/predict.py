@@ -32,7 +32,7 @@ class Unlabelled(Data):
         self.fixed_task = task
         super().__init__(cache, dataset, inputs, None, overrides)
 
-    def make_task(self, labelset):
+    def make_task(self, labelset, items=None):
         return self.fixed_task
 
     def label_items(self, items) -> list:

@@ -285,6 +285,18 @@ def official_split(items, options):
     return [Fold("official", parts["train"], parts["test"], parts["dev"])]
 
 
+def default_protocol(items) -> str:
+    """The protocol when none is named: the corpus's own split when every
+    item carries a split tag, else leave-one-session-out when every item has
+    a session, else random k-fold (a user's table without those columns)."""
+    items = list(items)
+    if items and all(_SPLIT_NAMES.get((it.split or "").lower()) for it in items):
+        return "official"
+    if items and all(it.session is not None for it in items):
+        return "session"
+    return "kfold"
+
+
 def check_leakage(fold: Fold, by_id: dict) -> dict:
     """{'fold', 'ok', 'checks': [...], 'problems': [...]} for one fold."""
     parts = {"train": fold.train, "dev": fold.dev, "test": fold.test}

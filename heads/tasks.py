@@ -113,11 +113,12 @@ class Regression:
         return {"kind": self.kind, "value_range": list(self.range)}
 
 
-def for_labelset(corpus, name):
-    """The task of training on label set `name` of `corpus`."""
+def for_labelset(corpus, name, items=None):
+    """The task of training on label set `name` of `corpus` (a set whose
+    classes come from the data, a user's table, reads them from `items`)."""
     if labelsets.kind(corpus, name) == "regression":
         return Regression(labelsets.value_range(corpus, name))
-    return Classification(labelsets.classes(corpus, name))
+    return Classification(labelsets.classes(corpus, name, items))
 
 
 def from_description(description: dict):

@@ -251,13 +251,14 @@ class Tallies(dict):
 
 def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, workers=None,
             scheduler=None, gpu_workers=None, retry_failed=False, batch=None, progress=False,
-            on_items=None) -> Tallies:
+            on_items=None, worker_timeout=60.0) -> Tallies:
     """Compute what is missing for `stages` (stage specs, e.g. ["fbank", "mfcc@tsin"];
     default: the default stages) over the items of corpus `dataset` at `root`
     into the cache folder `cache` (default ./.emocache or $EMOCACHE_DIR), with
     option `overrides` ({stage or spec: {option: value}}). `dataset` and `root`
     default to those the cache recorded. Runs on `workers` local Dask processes,
-    or `scheduler` (an address, or "sync": this process). Returns the per-stage
+    or `scheduler` (an address, or "sync": this process); with no live worker
+    for `worker_timeout` seconds the run stops. Returns the per-stage
     tallies (`Tallies`); bad items are in them, not raised. Bad options raise
     before any work, naming the problem (stage.ConfigError, registry.UnknownName,
     cli.UsageError); an infrastructure fault raises faults.InfraFault, whose
@@ -273,6 +274,8 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
         raise UsageError("--workers must be >= 1")
     if batch is not None and batch < 1:
         raise UsageError("--batch must be >= 1")
+    if worker_timeout <= 0:
+        raise UsageError("--worker-timeout must be > 0")
     gpu_devices = _gpu_devices(gpu_workers, scheduler)
     specs = resolve(list(stages or default_labels()), overrides)
     with _locked(cache):
@@ -281,7 +284,8 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
             on_items(items)
         tallies, seconds = run_plan(cache, dataset, items, specs,
                                     lambda: make_executor(workers, scheduler, (os.path.abspath(cache), root),
-                                                          gpu_placement() if gpu_devices is None else gpu_devices),
+                                                          gpu_placement() if gpu_devices is None else gpu_devices,
+                                                          worker_timeout),
                                     retry_failed=retry_failed, batch_size=batch, progress=progress)
     return Tallies(tallies, dataset, root, len(items), seconds, getattr(items, "report", ()))
 

@@ -6,6 +6,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from .media import lacks_stream, require_media_file
 from .stage import ConfigError, ItemError, Stage
 
 _WINDOW_NAMES = {"rect": "boxcar"}   # scipy's name for a rectangular window
@@ -70,14 +71,14 @@ def load_span(media, sr: int, resample: bool = True):
     import soundfile as sf
 
     path = media.path
-    if not os.path.exists(path):
-        raise ItemError(f"audio file not found: {path}")
+    require_media_file(path, "audio")
     if os.path.splitext(path)[1].lower() in VIDEO_SUFFIXES:
         y, file_sr = _video_audio(media)
         return _to_mono_rate(y, file_sr, sr, resample, path)
-    _check_wav_complete(path)
+    size_field = _check_wav_complete(path)
+    source = (lambda: path) if size_field is None else _with_data_size(path, size_field)
     try:
-        info = sf.info(path)
+        info = sf.info(source())
     except Exception as e:  # libsndfile's own message names the problem
         raise ItemError(f"cannot decode audio {path}: {e}") from None
     if info.frames == 0:
@@ -87,7 +88,7 @@ def load_span(media, sr: int, resample: bool = True):
     if start >= info.frames:
         raise ItemError(f"audio span starts at {media.start}s, past the end of {path} "
                         f"({info.frames / info.samplerate:.3f}s)")
-    y, file_sr = sf.read(path, start=start, stop=min(stop, info.frames), dtype="float32",
+    y, file_sr = sf.read(source(), start=start, stop=min(stop, info.frames), dtype="float32",
                          always_2d=True)
     return _to_mono_rate(y, file_sr, sr, resample, path)
 
@@ -95,6 +96,9 @@ def load_span(media, sr: int, resample: bool = True):
 def _to_mono_rate(y, file_sr, sr, resample, path):
     """(samples, channels) at file_sr -> mono float32 at sr."""
     import numpy as np
+    bad = y.size - np.count_nonzero(np.isfinite(y))
+    if bad:   # a NaN or inf spreads over every frame it touches: the features would be silently wrong
+        raise ItemError(f"audio has {bad} non-finite sample(s) (NaN or inf): {path}")
     y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
     if file_sr != sr:
         if not resample:
@@ -127,6 +131,8 @@ def _video_audio(media):
         raise ItemError(f"ffmpeg is needed to read the audio of {media.path} and is not installed") from None
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
+        if lacks_stream(media.path, "a"):     # ffmpeg's own text would only say the map matched nothing
+            raise ItemError(f"no audio track in {media.path}")
         raise ItemError(f"cannot decode the audio track of {media.path}: {message[-1] if message else 'ffmpeg failed'}")
     y, file_sr = sf.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
     if len(y) == 0:
@@ -134,31 +140,53 @@ def _video_audio(media):
     return y, file_sr
 
 
+# Data sizes a writer leaves in the header when it cannot seek back to fill it
+# in (ffmpeg writing to a pipe): "unknown length", read as far as the data goes.
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+
+
 def _check_wav_complete(path):
     """Refuse WAV files whose data chunk is shorter than the header says.
 
     libsndfile quietly reads what is there; a cut-off file is almost always a
     broken copy, and features of half an utterance would be silently wrong.
+    Returns the offset of the data chunk's size field when the header says
+    the length is unknown, else None.
     """
     if not path.lower().endswith(".wav"):
-        return
+        return None
     size = os.path.getsize(path)
     if size == 0:
         raise ItemError(f"audio file is empty (0 bytes): {path}")
     with open(path, "rb") as f:
         head = f.read(4096)
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return  # not RIFF/WAVE: let libsndfile judge it
+        return None  # not RIFF/WAVE: let libsndfile judge it
     pos = 12
     while pos + 8 <= len(head):
         cid, clen = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
         if cid == b"data":
             have = size - (pos + 8)
+            if clen in _UNKNOWN_SIZES and have > 0:
+                return pos + 4
             if have < clen:
                 raise ItemError(f"truncated WAV: header declares {clen} bytes of audio, "
                                 f"file holds {have}: {path}")
-            return
+            return None
         pos += 8 + clen + (clen & 1)
+    return None
+
+
+def _with_data_size(path, size_field):
+    """A function giving the WAV's bytes, as a new file object each call, with
+    the data size set to what the file holds (libsndfile reads a declared 0 as
+    no audio at all)."""
+    import io
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    data[size_field:size_field + 4] = struct.pack("<I", min(len(data) - size_field - 4, 0xFFFFFFFE))
+    data[4:8] = struct.pack("<I", min(len(data) - 8, 0xFFFFFFFE))
+    return lambda: io.BytesIO(data)
 
 
 def power_spectrogram(ctx, sr, n_fft, hop, win, window, resample=True):

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import add_debug_option, configure_logs, report
 from .faults import InfraFault
 from .options import add_manifests_option
 from .registry import UnknownName
@@ -27,6 +28,7 @@ def main(argv=None):
     from . import command_environment
     command_environment()
     args = _parser().parse_args(argv)
+    configure_logs(args.debug)
     try:
         use_manifest_dirs(args.manifests)
         return args.func(args) or 0
@@ -36,9 +38,8 @@ def main(argv=None):
     except (IndexDamaged, ShardError) as e:     # the cache needs repair: one line, the command that repairs it
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("pipeline: interrupted; finished batches are kept", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Exception) as e:      # Ctrl-C, SQLite, HDF5, Dask, a full disk: one line
+        return report("pipeline", e, args.debug)
 
 
 def _parser():
@@ -57,6 +58,7 @@ def _parser():
     e.add_argument("--strict", action="store_true", help="exit 1 when any item failed")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--json", action="store_true", help="print the per-stage tally as JSON")
+    e.add_argument("--worker-timeout", type=float, default=60.0, help="stop after S s with no live worker (60)")
     e.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("status", help="per stage: up to date / stale / missing / failed")
@@ -92,6 +94,7 @@ def _parser():
     d.add_argument("--no-video", action="store_true")
     d.set_defaults(func=cmd_demo)
     add_manifests_option(sub)
+    add_debug_option(sub)
     return p
 
 
@@ -197,7 +200,9 @@ def cmd_extract(args):
         _print_warnings(items)
     try:
         tallies = extract(args.dataset, args.root, args.cache, labels, overrides, args.workers, args.scheduler,
-                          args.gpu_workers, args.retry_failed, args.batch, progress=not args.quiet and sys.stderr.isatty(), on_items=read)
+                          args.gpu_workers, args.retry_failed, args.batch,
+                          progress=not args.quiet and sys.stderr.isatty(), on_items=read,
+                          worker_timeout=args.worker_timeout)
     except InfraFault as fault:     # the machine's fault, not the items': exit 3 after the summary
         items = seen["items"]
         _print_summary(args.dataset or items[0].corpus, len(items), fault.tallies, time.perf_counter() - seen["t0"])

@@ -60,7 +60,9 @@ class FileDigests:
         return self.digest_and_state(path)[0]
 
     def digest_and_state(self, path) -> tuple:
-        """(digest, "hashed" | "recorded" | "missing")."""
+        """(digest, "hashed" | "recorded" | "missing"). A path that is there
+        but is no regular, readable file (a directory, a FIFO) is never opened:
+        its digest says what it is, and the item fails when it is decoded."""
         try:
             st = os.stat(path)
         except OSError:
@@ -68,10 +70,17 @@ class FileDigests:
             if self.trust_recorded and row:
                 return row[3], "recorded"
             return f"missing:{path}", "missing"
+        from .media import media_problem
+        problem = media_problem(path)
+        if problem:
+            return f"unusable:{path}:{problem}", "hashed"
         row = self._rows.get(path)
         if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
             return row[3], "hashed"
-        d = file_digest(path)
+        try:
+            d = file_digest(path)
+        except OSError as e:
+            return f"unusable:{path}:{e.strerror}", "hashed"
         self._rows[path] = (st.st_size, st.st_mtime_ns, st.st_ino, d)
         self._dirty.append((path, st.st_size, st.st_mtime_ns, st.st_ino, d))
         return d, "hashed"

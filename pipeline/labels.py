@@ -8,8 +8,10 @@ A set has a kind (`KINDS`): `classes` maps codes to classes (the default);
 the others read a numeric score (e.g. CMU-MOSEI's sentiment in [-3, 3]):
 `regression` keeps the number itself as the target, `rounded` clips it to a
 range and rounds it to an integer class ("-3" .. "3"), `threshold` splits it
-into two classes at a value. `kind(corpus, name)` says whether training on
-the set is a classification or a regression.
+into two classes at a value. `distinct` (a user's table) has no fixed list:
+its classes are the sorted distinct label values of the items at hand.
+`kind(corpus, name)` says whether training on the set is a classification
+or a regression.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from .registry import UnknownName
+from .stage import ConfigError
 
 LABELSETS_FILE = "labelsets.toml"
 
@@ -107,8 +110,17 @@ def _threshold_set(where, spec, key):
     return LabelSet("threshold", classes, key, rule)
 
 
+def _distinct_set(where, spec, key):
+    return LabelSet("distinct", (), key, _label_text)
+
+
+def _label_text(value):
+    """A label value as its class name; an empty cell is no label."""
+    return None if value is None or str(value).strip() == "" else str(value).strip()
+
+
 KINDS = {"classes": _classes_set, "regression": _regression_set, "rounded": _rounded_set,
-         "threshold": _threshold_set}
+         "threshold": _threshold_set, "distinct": _distinct_set}
 
 
 def number(value):
@@ -152,10 +164,18 @@ def label_set(corpus, name) -> dict:
     return dict(s.mapping)
 
 
-def classes(corpus, name) -> list:
+def classes(corpus, name, items=None) -> list:
     """The set's classes in their fixed order (class index = position);
-    empty for a regression set."""
-    return list(_set(corpus, name).classes)
+    empty for a regression set. A `distinct` set takes them from `items`."""
+    s = _set(corpus, name)
+    if s.kind != "distinct":
+        return list(s.classes)
+    if items is None:
+        raise ConfigError(f"label set {name!r} of {corpus} takes its classes from the items; pass them")
+    found = sorted({c for c in (s.rule(it.labels.get(s.key)) for it in items) if c is not None})
+    if not found:
+        raise ConfigError(f"label set {name!r} of {corpus}: no item has a `{s.key}` value")
+    return found
 
 
 def kind(corpus, name) -> str:

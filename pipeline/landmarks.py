@@ -122,12 +122,18 @@ class Detector:
             task.close()
 
 
+def _quietly(make_task, cfg, path):
+    from .quiet import native_quiet
+    with native_quiet():   # MediaPipe/TFLite log their set-up straight to fd 2
+        return make_task(cfg, path)
+
+
 def task_resources(cfg, model_file, who, make_task) -> dict:
     """Per-worker MediaPipe resources shared by the face and pose stages: a
     factory for fresh tasks (video mode needs one per item) and, in image
     mode, one long-lived task closed at exit."""
     path, _ = resolve_model(cfg.model_path, model_file, who)
-    res = {"make_task": lambda: make_task(cfg, path)}
+    res = {"make_task": lambda: _quietly(make_task, cfg, path)}
     if cfg.running_mode == "image":
         res["task"] = close_at_exit(res["make_task"]())
     return res

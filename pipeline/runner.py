@@ -249,22 +249,25 @@ class DaskExecutor:
     alone and declares a GPU resource; neural stages run there only, and
     every other task on the remaining (CPU) workers."""
 
-    def __init__(self, workers=None, scheduler=None, shared_paths=(), gpu_devices=()):
+    def __init__(self, workers=None, scheduler=None, shared_paths=(), gpu_devices=(), worker_timeout=60.0):
         import logging
         import warnings
         from distributed import Client
+        from .quiet import quiet_dask_logs
+        quiet_dask_logs()
         # The dashboard is off; distributed still warns when its default port is taken.
         warnings.filterwarnings("ignore", message="Port .* is already in use")
         for var in _THREAD_VARS:   # inherited by worker processes
             os.environ.setdefault(var, "1")
         self.cluster = None
+        self.worker_timeout = worker_timeout
         self.placed = bool(gpu_devices) and not scheduler
         if scheduler:
             self.client = Client(scheduler, timeout="30s")
         else:
             n = workers or os.cpu_count() or 1
-            self.cluster = local_cluster(max(1, n - len(gpu_devices)) if gpu_devices else n, gpu_devices,
-                                         logging.ERROR)
+            self.cluster = _ignoring_sigint(lambda: local_cluster(
+                max(1, n - len(gpu_devices)) if gpu_devices else n, gpu_devices, logging.ERROR))
             self.client = Client(self.cluster)
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         self.workers = max(1, len(info))
@@ -292,6 +295,7 @@ class DaskExecutor:
 
     def map_unordered(self, payloads):
         from distributed import as_completed
+        from . import watchdog
         payloads = iter(payloads)
         pending = as_completed()
         live = {}
@@ -305,13 +309,18 @@ class DaskExecutor:
 
         for _ in range(2 * self.workers):   # bounded in flight: memory stays flat
             submit_next()
-        for fut in pending:
-            p = live.pop(fut.key)
-            try:
-                yield p, fut.result(), None
-            except Exception as e:
+        alive = watchdog.Liveness(self.client, self.worker_timeout)
+        try:
+            for fut in watchdog.completed(pending, alive):
+                p = live.pop(fut.key)
+                try:
+                    yield p, watchdog.result(fut, alive), None
+                except Exception as e:
+                    yield p, None, e
+                submit_next()
+        except watchdog.ClusterLost as e:   # every task still out is lost with the cluster
+            for p in live.values():
                 yield p, None, e
-            submit_next()
 
     def close(self):
         self.client.close()
@@ -319,10 +328,25 @@ class DaskExecutor:
             self.cluster.close()
 
 
-def make_executor(workers=None, scheduler=None, shared_paths=(), gpu_devices=()):
+def _ignoring_sigint(start):
+    """`start()` with SIGINT ignored, so the worker processes it spawns inherit
+    that: Ctrl-C reaches the driver alone, which closes the cluster in order,
+    instead of every worker printing its own tracebacks."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return start()      # only the main thread may set a handler (and only it gets SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def make_executor(workers=None, scheduler=None, shared_paths=(), gpu_devices=(), worker_timeout=60.0):
     if scheduler == "sync":
         return SyncExecutor()
-    return DaskExecutor(workers, scheduler, shared_paths, gpu_devices or ())
+    return DaskExecutor(workers, scheduler, shared_paths, gpu_devices or (), worker_timeout)
 
 
 def _path_report(paths) -> list:

@@ -36,6 +36,7 @@ class FrameSampling:
     rate_hz: Optional[float] = None     # ... or this rate, at the window rule's centres
     window_s: float = 1.0               # window length for rate_hz (hop 1 / rate_hz)
 
+from .media import lacks_stream, require_media_file
 from .stage import ConfigError, ItemError
 from .windows import time_windows
 
@@ -89,14 +90,15 @@ def open_capture(path, threads=1):
     """An opened cv2.VideoCapture and its VideoInfo; ItemError when the file is
     missing or OpenCV cannot decode it."""
     import cv2
-    if not os.path.exists(path):
-        raise ItemError(f"video file not found: {path}")
+    require_media_file(path, "video")
     if os.path.getsize(path) == 0:
         raise ItemError(f"video file is empty (0 bytes): {path}")
     params = [cv2.CAP_PROP_N_THREADS, int(threads)] if threads else []
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
+        if lacks_stream(path, "v"):
+            raise ItemError(f"no video track in {path}")
         raise ItemError(f"cannot decode video (OpenCV/FFmpeg could not open it): {path}")
     fps = cap.get(cv2.CAP_PROP_FPS)
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))

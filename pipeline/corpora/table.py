@@ -52,6 +52,8 @@ def read_table(root, format=None, **options) -> list:
             raise TableError(f"{path}:{line}: column 'id': {item.id!r} already used on line {seen[item.id]}")
         seen[item.id] = line
         items.append(item)
+    if not items:
+        raise TableError(f"{path}: the table has no rows")
     return items
 
 
@@ -78,13 +80,32 @@ def _format_of(path):
 
 def _delimited(delimiter):
     def rows(path, text):
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        # strict: a stray quote is an error, not a field that swallows the lines after it
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
         _check_header(path, reader.fieldnames or [])
-        for row in reader:
+        start = reader.line_num + 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise TableError(f"{path}:{start}: malformed row ({e}; an unbalanced quote?)") from None
             if None in row:
                 raise TableError(f"{path}:{reader.line_num}: more fields than the header has columns")
+            _check_one_line_fields(path, start, reader.line_num, row)
             yield reader.line_num, row
+            start = reader.line_num + 1
     return rows
+
+
+def _check_one_line_fields(path, start, end, row):
+    """Only free text may span lines: an id or a path that does was opened by
+    a stray quote that swallowed the lines after it."""
+    spanning = [c for c in _FIELDS if c != "text" and "\n" in (row.get(c) or "")]
+    if spanning:
+        raise TableError(f"{path}:{start}: column {spanning[0]!r}: a quoted field runs on to line {end} "
+                         "(an unbalanced quote?)")
 
 
 TABLE_FORMATS.register("csv")(_delimited(","))
