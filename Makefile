@@ -34,7 +34,7 @@ demo: setup
 	$(VENV)/bin/pipeline demo-corpus --out $(DEMO_DIR)/IEMOCAP_full_release --size full
 	$(VENV)/bin/pipeline extract --dataset iemocap --root $(DEMO_DIR)/IEMOCAP_full_release \
 	  --cache $(DEMO_DIR)/cache
-	$(VENV)/bin/pipeline extract --dataset iemocap --cache $(DEMO_DIR)/cache --for tsin --quiet
+	$(VENV)/bin/pipeline extract --dataset iemocap --cache $(DEMO_DIR)/cache --for tsin --preset demo --quiet
 	$(VENV)/bin/heads train --model tsin --cache $(DEMO_DIR)/cache --protocol session --preset demo \
 	  --out $(DEMO_DIR)/runs/tsin-session --quiet
 	$(VENV)/bin/heads report $(DEMO_DIR)/runs/tsin-session

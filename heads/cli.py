@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -21,6 +20,7 @@ from pipeline.options import add_manifests_option
 from pipeline.registry import UnknownName
 from pipeline.stage import ConfigError
 
+from .inputs import check_inputs, extract_command, other_configurations
 from .models import load_all
 from .protocols import DEV_CHOICES, PROTOCOLS, LeakageError, ProtocolError
 
@@ -118,6 +118,7 @@ def _parser():
 
     r = sub.add_parser("report", help="table of runs side by side, with the papers' numbers")
     r.add_argument("runs", nargs="+")
+    r.add_argument("--json", action="store_true", help="the report as JSON (runs, papers, comparability)")
     r.set_defaults(func=cmd_report)
     add_manifests_option(sub)
     add_debug_option(sub)
@@ -194,13 +195,14 @@ def head_config(cls, preset, config_file, pairs):
     """(head Config, stage overrides): `--set key=value` and top-level keys of
     the TOML file are head options; `--set stage.key=value` and the file's
     tables are the options of a stage the head reads, as on `pipeline extract`
-    (a `stages` list there is pipeline extract's, not a head option)."""
+    (a `stages` list there is pipeline extract's, not a head option), over the preset's (presets.toml)."""
     from pipeline.options import head_options, stage_options
+    from pipeline.presets import preset_stage_options
     dotted = [p for p in pairs if "." in p.partition("=")[0]]
     _, stages = stage_options(config_file, dotted)
     head = head_options(config_file, [p for p in pairs if p not in dotted])
     head = {k: v for k, v in head.items() if not isinstance(v, dict) and k != "stages"}
-    return cls.make_config(preset, head), stages
+    return cls.make_config(preset, head), preset_stage_options(preset, stages)
 
 
 def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -> dict:
@@ -214,15 +216,10 @@ def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -
     lacking, problems = missing_features(statuses, wanted)
     if not problems or allow_missing:
         return lacking
-    from pipeline.presets import head_stage_lists
-    manifest_list = head_stage_lists().get(cls.manifest)
-    selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
-                 else f"--stages {','.join(needed)}")
-    sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
-                   for label, opts in (stages or {}).items() for k, v in opts.items())
-    command = f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
+    command = extract_command(cache, dataset, cls, needed, stages)
+    found = other_configurations(cache, [label for label in needed if statuses[label]["missing"]], stages)
     raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
-                        f"{config.labelset} ({'; '.join(problems)}).\n"
+                        f"{config.labelset} ({'; '.join(problems)}).{found}\n"
                         f"run:\n  {command}\n(or train without them: heads train ... --allow-missing)")
 
 
@@ -297,6 +294,7 @@ def cmd_train(args):
     from pipeline.api import Cache
     from .metrics import aggregate
     from .protocols import Options
+    from .provenance import provenance
     from .report import report_table, write_run
     from .tasks import check_options
     from .train import device_of, run_folds
@@ -310,6 +308,7 @@ def cmd_train(args):
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
                          "use bf16 or fp32 on CPU")
     config, stages = head_config(cls, args.preset, args.config, args.set)
+    check_inputs(cls, args.preset, config, stages)      # before any work: exit 2
     args.dev = args.dev or (cls.paper_dev if args.preset == "paper" else "none")
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
@@ -346,6 +345,7 @@ def cmd_train(args):
         "missing_items": left_out, "precision": args.precision,
         "runs": runs, "overall": aggregate(runs, data.classes, data.task.summary), "features": data.provenance(),
         "command": "heads " + " ".join(args.argv),
+        "provenance": provenance(cache, dataset, cls.stages(config), stages, device),
     }
     write_run(out, record)
     record["_path"] = str(out)
@@ -435,8 +435,11 @@ def cmd_predict(args):
 # --- report -----------------------------------------------------------------
 
 def cmd_report(args):
-    from .report import load_run, report_table
+    from .report import load_run, report_json, report_table
     records = [load_run(path) for path in args.runs]
+    if args.json:
+        import json
+        return print(json.dumps(report_json(records), indent=1, sort_keys=True))
     print(report_table(records))
     for r in records:
         print(f"{Path(r['_path']).name}: plots {r['_path']}/confusion.png, {r['_path']}/curves.png")

@@ -153,22 +153,45 @@ def _paper_cell(p, name):
     return f"{p[name]:.3f}" if name in PLAIN else f"{100 * p[name]:5.2f}"
 
 
+def report_json(records) -> list:
+    """The report as data (`heads report --json`): per run, its row, and per
+    matching paper row its figures or why the run is not comparable to it."""
+    from .comparable import reasons
+    out = []
+    for r in records:
+        why = reasons(r)
+        out.append({"run": r.get("_path"), "head": r["head"], "variant": r["variant"], "preset": r.get("preset"),
+                    "protocol": r["protocol"]["name"], "folds": len(r["protocol"]["folds"]),
+                    "seeds": len(r["seeds"]), "labelset": r.get("labelset"), "dataset": r.get("dataset"),
+                    "overall": {c: r["overall"][c] for c in COLUMNS if c in r["overall"]},
+                    "papers": [{"paper": p["paper"], "comparable": not why, "reasons": why,
+                                "figures": {c: p[c] for c in COLUMNS if c in p} if not why else {}}
+                               for p in matching_papers(r)]})
+    return out
+
+
 def report_table(records) -> str:
     """Runs side by side (mean ± std over folds, in % but for MAE and r),
     paper numbers beneath each."""
-    def prefix(run, head, variant, protocol, folds, seeds):
-        return f"{run[:28]:<28} {head:<12} {variant:<11} {protocol:<9} {folds:>5} {seeds:>5} "
+    from .comparable import reasons
+
+    def prefix(run, head, variant, preset, protocol, folds, seeds):
+        return f"{run[:28]:<28} {head:<12} {variant:<11} {preset:<7} {protocol:<9} {folds:>5} {seeds:>5} "
     columns = [c for c in COLUMNS if any(c in r["overall"] for r in records)] or list(COLUMNS)[:4]
-    header = prefix("run", "head", "variant", "protocol", "folds", "seeds") + \
+    header = prefix("run", "head", "variant", "preset", "protocol", "folds", "seeds") + \
         " ".join(f"{COLUMNS[c]:>11}" for c in columns)
-    width = len(prefix("", "", "", "", "", ""))
+    width = len(prefix("", "", "", "", "", "", ""))
     lines = [header, "-" * len(header)]
     for r in records:
         o = r["overall"]
-        lines.append(prefix(Path(r.get("_path", "")).name or "?", r["head"], r["variant"], r["protocol"]["name"],
-                            len(r["protocol"]["folds"]), len(r["seeds"]))
+        lines.append(prefix(Path(r.get("_path", "")).name or "?", r["head"], r["variant"], r.get("preset", "?"),
+                            r["protocol"]["name"], len(r["protocol"]["folds"]), len(r["seeds"]))
                      + " ".join(f"{_cell(o, c):>11}" for c in columns))
+        why = reasons(r)
         for p in matching_papers(r):
+            if why:
+                lines.append(f"  not comparable to {p['paper']}: {'; '.join(why)}")
+                continue
             lines.append(f"{'  paper ' + p['paper']:<{width}}"
                          + " ".join(f"{_paper_cell(p, c):>11}" for c in columns).rstrip(" -"))
         weights = layer_weights(r)

@@ -296,12 +296,13 @@ def _extract_items(index, dataset=None, root=None) -> tuple:
     cache's own."""
     from .cli import _dataset_and_root, _read_items
     from .corpora import load_all
+    from .demo import corpus_marks
     from .plan import record_dataset
     if dataset:
         load_all().get_or_fail(dataset)
     dataset, root = _dataset_and_root(index, dataset, root)
     items = _read_items(dataset, root)
-    record_dataset(index, index.root, dataset, root, {}, items)
+    record_dataset(index, index.root, dataset, root, corpus_marks(root), items)
     return dataset, root, items
 
 

@@ -123,6 +123,7 @@ def _selection_args(p):
     p.add_argument("--cache", default=default_cache_dir(), help="cache folder (default ./.emocache or $EMOCACHE_DIR)")
     p.add_argument("--stages", help="comma-separated stage specs, e.g. fbank,mfcc@tsin")
     p.add_argument("--for", dest="for_head", help="the stages a head needs (manifests/<head>.toml)")
+    p.add_argument("--preset", help="with --for: the head's preset (default paper; manifests/presets.toml)")
     p.add_argument("--config", help="TOML file: `stages = [...]` and a table of options per stage")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
 
@@ -130,33 +131,29 @@ def _selection_args(p):
 # --- selection: specs, dataset, items ---------------------------------------
 
 def _specs(args):
-    from .graph import default_labels, resolve
+    from .graph import resolve
+    from .presets import check_preset_inputs
+    specs = resolve(*_selection(args))      # a paper preset refuses what it would have to substitute:
+    return check_preset_inputs(args.preset, specs) if args.for_head else specs
+
+
+def _selection(args):
+    """(labels, overrides): with --for, the head preset's stage options lie under --set/--config."""
+    from .graph import default_labels
     from .options import stage_options
+    from .presets import preset_stage_options
     file_stages, overrides = stage_options(args.config, args.set)
-    return resolve(_labels(args, file_stages, default_labels), overrides)
+    return _labels(args, file_stages, default_labels), \
+        preset_stage_options(args.preset, overrides) if args.for_head else overrides
 
 
 def _labels(args, file_stages, default_labels):
     if args.stages:
         return [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.for_head:
-        return head_labels([args.for_head])
+        from .presets import head_labels
+        return head_labels([args.for_head], args.preset)
     return list(file_stages or default_labels())
-
-
-def head_labels(heads, preset=None) -> list:
-    """The stage specs `--for HEAD` extracts, for each head (a `--preset`
-    other than paper reads `manifests/<head>_<preset>.toml` when it exists)."""
-    from .presets import head_stage_lists
-    lists = head_stage_lists()
-    out = []
-    for head in heads:
-        name = f"{head}_{preset}" if preset and preset != "paper" and f"{head}_{preset}" in lists else head
-        if name not in lists:
-            raise UsageError(f"--for {head}: no stage list for that head "
-                             f"(known: {', '.join(sorted(lists)) or 'none'})")
-        out += [label for label in lists[name] if label not in out]
-    return out
 
 
 def _dataset_and_root(index, dataset=None, root=None, must_exist=True):
@@ -193,18 +190,18 @@ def _read_items(dataset, root):
 
 def cmd_extract(args):
     from .api import extract
-    from .options import stage_options
-    from .graph import default_labels
-    file_stages, overrides = stage_options(args.config, args.set)
+    specs = _specs(args)        # bad options and absent models: exit 2 here, before any work
+    print("".join(f"{spec.label}: {line}\n" for spec in specs for line in spec.stage.notes()), end="", file=sys.stderr)
+    labels, overrides = _selection(args)
     seen = {}
 
     def read(items):     # the reader's findings, before the work starts
         seen.update(items=items, t0=time.perf_counter())
         _print_warnings(items)
     try:
-        tallies = extract(args.dataset, args.root, args.cache, _labels(args, file_stages, default_labels),
-                          overrides, args.workers, args.scheduler, args.gpu_workers, args.retry_failed,
-                          args.batch, progress=not args.quiet and sys.stderr.isatty(), on_items=read,
+        tallies = extract(args.dataset, args.root, args.cache, labels, overrides, args.workers, args.scheduler,
+                          args.gpu_workers, args.retry_failed, args.batch,
+                          progress=not args.quiet and sys.stderr.isatty(), on_items=read,
                           worker_timeout=args.worker_timeout)
     except InfraFault as fault:     # the machine's fault, not the items': exit 3 after the summary
         items = seen["items"]
@@ -390,9 +387,10 @@ def cmd_gc(args):
         raise UsageError("say what to keep: --keep-for HEAD[,HEAD...], --keep LABEL..., and/or --older-than DAYS")
     if args.older_than is not None and args.older_than < 0:
         raise UsageError("--older-than must be >= 0 days")
+    from .presets import head_labels, preset_stage_options
     labels = head_labels(args.keep_for.split(","), args.preset) if args.keep_for else []
     labels += [label for label in args.keep or () if label not in labels]
-    keep = {c.config_id for spec in resolve(labels) for c in _closure(spec)}
+    keep = {c.config_id for spec in resolve(labels, preset_stage_options(args.preset)) for c in _closure(spec)}
     with _locked(args.cache):
         index = Index(args.cache)
         doomed = collect(index, keep, args.older_than)

@@ -151,8 +151,7 @@ def weights_identity(arch, weights, weights_path=None, seed=None) -> dict:
                 "torchvision": version("torchvision")}
     from .digests import remembered_digest
     path = weights_file(arch, weights, weights_path)
-    return {"weights": weights, "weights_file": os.path.basename(path),
-            "weights_digest": remembered_digest(path)}
+    return {"weights": weights, "weights_digest": remembered_digest(path)}    # the content, not the file's name
 
 
 # --- worker side: building and running the network -----------------------------

@@ -33,8 +33,10 @@ class StageSpec:
     @property
     def key_config(self):
         """The options that can change the output: runtime ones (batch size,
-        threads, device) are left out, so changing them recomputes nothing."""
-        return {k: v for k, v in asdict(self.stage.config).items() if k not in self.stage.runtime_options}
+        threads, device) and file locations (whose content is in identity())
+        are left out, so changing them recomputes nothing."""
+        left_out = set(self.stage.runtime_options) | set(self.stage.location_options)
+        return {k: v for k, v in asdict(self.stage.config).items() if k not in left_out}
 
     @property
     def config_id(self):

@@ -91,8 +91,12 @@ def model_config(model: str, who: str = "model") -> dict:
 def model_digest(model: str, who: str = "model") -> str:
     """Digest of the files that decide the model's output, by name and content
     (not by where the folder is)."""
+    return folder_digest(find_model(model, who), who)
+
+
+def folder_digest(path: str, who: str = "model") -> str:
+    """model_digest of the model folder `path`, computed now (file digests are remembered)."""
     from .digests import remembered_digest
-    path = find_model(model, who)
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
@@ -100,5 +104,5 @@ def model_digest(model: str, who: str = "model") -> str:
             try:
                 h.update(f"{name}={remembered_digest(full)};".encode())
             except OSError as e:
-                raise ConfigError(f"{who}: model {model!r}: cannot read {full} ({e})") from None
+                raise ConfigError(f"{who}: model {path!r}: cannot read {full} ({e})") from None
     return h.hexdigest()

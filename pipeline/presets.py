@@ -122,3 +122,40 @@ def user_labelsets() -> list:
 
 def _where(f) -> str:
     return f.name if f.source == "packaged" else str(Path(f.source) / f.name)
+
+
+def preset_stage_options(preset, overrides=None) -> dict:
+    """The stage overrides of head preset `preset` (manifests/presets.toml),
+    with the user's `overrides` (label or stage -> options) on top."""
+    table = packaged("presets.toml").get(preset or "paper", {})
+    out = {stage: dict(opts) for stage, opts in table.get("stages", {}).items()}
+    for target, opts in (overrides or {}).items():
+        out.setdefault(target, {}).update(opts)
+    return out
+
+
+def check_preset_inputs(preset, specs) -> list:
+    """`specs`, or ConfigError (before any work) when a spec lacks an option the
+    preset requires (a paper preset that reads GloVe needs the user's file)."""
+    required = packaged("presets.toml").get(preset or "paper", {}).get("require", {})
+    for spec in specs:
+        for dotted, how in required.items():
+            stage, _, option = dotted.partition(".")
+            if spec.name == stage and getattr(spec.stage.config, option, None) in (None, ""):
+                raise ConfigError(f"preset {preset or 'paper'}: {spec.label} needs {option} "
+                                  f"(nothing is substituted in a paper preset): {how}")
+    return specs
+
+
+def head_labels(heads, preset=None) -> list:
+    """The stage specs `--for HEAD` extracts, for each head (a `--preset`
+    other than paper reads `manifests/<head>_<preset>.toml` when it exists)."""
+    lists = head_stage_lists()
+    out = []
+    for head in heads:
+        name = f"{head}_{preset}" if preset and preset != "paper" and f"{head}_{preset}" in lists else head
+        if name not in lists:
+            raise ConfigError(f"--for {head}: no stage list for that head "
+                              f"(known: {', '.join(sorted(lists)) or 'none'})")
+        out += [label for label in lists[name] if label not in out]
+    return out

@@ -65,6 +65,9 @@ class Stage:
     gpu: bool = False            # a neural stage that wants a GPU worker when there is one
     summary_meta: tuple = ()     # per-item meta numbers whose mean the run summary shows
     runtime_options: tuple = ()  # options that cannot change the output: not in the key
+    # Options that say where a file is (a model folder, a weights file): not in the key,
+    # identity() holds the file's content digest instead, so moving the file recomputes nothing.
+    location_options: tuple = ()
 
     def __init__(self, config):
         self.config = config
@@ -77,6 +80,10 @@ class Stage:
     def identity(self) -> dict:
         """Extra key material that is not in the config (e.g. a model digest)."""
         return {}
+
+    def notes(self) -> list:
+        """Lines `pipeline extract` prints about this configuration (e.g. a fallback in use)."""
+        return []
 
     def upstream_specs(self) -> dict:
         return {role: getattr(self.config, fname) for role, fname in self.consumes.items()}

@@ -124,14 +124,14 @@ def demo_corpus_fixtures(layout, folder):
 
 def demo_cache(base, layout, folder, stages_for, *demo_args) -> Path:
     """Write a full demo corpus of `layout` under base/folder and extract
-    `--for stages_for` into base/cache (in this process); returns the cache."""
+    `--for stages_for --preset demo` into base/cache (in this process); returns the cache."""
     from pipeline.cli import main as pipeline
 
     root = Path(base) / folder
     assert pipeline(["demo-corpus", "--layout", layout, "--out", str(root), "--size", "full", *demo_args]) == 0
     cache = Path(base) / "cache"
     assert pipeline(["extract", "--dataset", layout, "--root", str(root), "--cache", str(cache),
-                     "--for", stages_for, "--scheduler", "sync", "--quiet"]) == 0
+                     "--for", stages_for, "--preset", "demo", "--scheduler", "sync", "--quiet"]) == 0
     return cache
 
 

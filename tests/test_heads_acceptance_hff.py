@@ -23,7 +23,7 @@ def demo_cache(tmp_path_factory):
     root = base / "IEMOCAP_full_release"
     assert pipeline(["demo-corpus", "--out", str(root), "--size", "full"]) == 0
     assert pipeline(["extract", "--dataset", "iemocap", "--root", str(root), "--cache", str(base / "cache"),
-                     "--for", "hff_demo", "--scheduler", "sync", "--quiet"]) == 0
+                     "--for", "hff", "--preset", "demo", "--scheduler", "sync", "--quiet"]) == 0
     return base
 
 

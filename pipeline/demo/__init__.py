@@ -18,6 +18,13 @@ TRUTH_FILE = "emocache_demo_truth.json"
 _MODULES = ("iemocap", "mosei", "affwild2", "meld")
 
 
+def corpus_marks(root) -> dict:
+    """What the cache records about a corpus folder: {"demo": True} for a
+    corpus these generators wrote (its truth file is there), so that no paper
+    figure is ever printed beside a run on it."""
+    return {"demo": True} if (Path(root) / TRUTH_FILE).exists() else {}
+
+
 def load_all():
     for name in _MODULES:
         import_module(f"{__name__}.{name}")

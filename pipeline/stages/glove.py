@@ -34,6 +34,7 @@ from .bert import DEFAULT_MODEL, load_encoder, model_identity
 from .words import word_times
 
 _CHECK_LINES = 5   # lines read by validate() to check the format
+FALLBACK = "no GloVe file (glove.path): word vectors are the text model's input embeddings, not GloVe"
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class Glove(Stage):
     consumes = {"words": "words"}
     batch_items = 2048     # a file stream per task with new words: big tasks, few streams
     batched = True
+    location_options = ("path", "model")    # identity() holds the file's / model's digest
 
     def validate(self):
         cfg = self.config
@@ -198,12 +200,15 @@ class Glove(Stage):
     def identity(self):
         cfg = self.config
         if cfg.path is None:
-            return {"source": "model-input-embeddings", **model_identity(cfg.model)}
+            return {"source": "model-input-embeddings", "fallback": FALLBACK, **model_identity(cfg.model)}
         try:
             digest = remembered_digest(cfg.path)
         except OSError as e:
             raise ConfigError(f"glove: cannot read {cfg.path} ({e.strerror or e})") from None
-        return {"source": "glove-file", "path": os.path.abspath(cfg.path), "digest": digest}
+        return {"source": "glove-file", "digest": digest}
+
+    def notes(self):
+        return [f"{FALLBACK} ({self.config.model})"] if self.config.path is None else []
 
     def shard_attrs(self):
         cfg = self.config

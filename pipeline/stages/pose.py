@@ -43,6 +43,7 @@ class Pose(Stage):
     reads = ("video",)
     batch_items = 16             # ~0.5 s per item at 2 Hz: small tasks keep every worker busy
     summary_meta = ("no_person_fraction",)
+    location_options = ("model_path",)     # identity() holds the file's sha256
 
     def validate(self):
         from ..landmarks import check_confidences, check_model

@@ -73,7 +73,8 @@ class SSL(Stage):
     gpu_batch_items = 64         # on a GPU worker: fuller forward passes (~600 MB of host memory per task)
     # `model` names where the model is; the key holds what it is (identity: its files' digest),
     # so an id and a folder of the same files, or a moved folder, share outputs.
-    runtime_options = ("model", "batch_seconds", "device", "threads")
+    location_options = ("model",)
+    runtime_options = ("batch_seconds", "device", "threads")
 
     def validate(self):
         cfg = self.config

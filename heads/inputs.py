@@ -1,0 +1,58 @@
+"""What a head reads, seen from the cache: the inputs a preset requires, and
+the other configurations of a stage the cache holds when the one a run
+resolved is not there (with the flags that select each)."""
+from __future__ import annotations
+
+import json
+import shlex
+
+
+def check_inputs(cls, preset, config, stages):
+    """Exit 2 before any work when a model the run reads is not on this machine,
+    or the preset requires an option the stages lack (a paper preset's GloVe file)."""
+    from pipeline.graph import resolve
+    from pipeline.presets import check_preset_inputs
+    check_preset_inputs(preset, resolve(cls.stages(config), stages))
+
+
+def extract_command(cache, dataset, cls, needed, stages) -> str:
+    """The `pipeline extract` command that extracts the configurations `needed`
+    as the run resolved them (the overrides of the stages it reads as --set)."""
+    from pipeline.graph import resolve
+    from pipeline.presets import head_stage_lists
+    from .cli import _toml_value
+    manifest_list = head_stage_lists().get(cls.manifest)
+    selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
+                 else f"--stages {','.join(needed)}")
+    read = {x for s in resolve(needed, stages) for x in (s.label, s.name)}
+    sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
+                   for label, opts in (stages or {}).items() if label in read for k, v in opts.items())
+    return f"pipeline extract --cache {cache.dir} --dataset {dataset} {selection}{sets}"
+
+
+def other_configurations(cache, labels, stages) -> str:
+    """For the error of a run whose `labels` are missing: the other
+    configurations of their stages in the cache, with the flags that select each."""
+    lines = [line for label in labels for line in _others(cache, label, stages)]
+    head = "\nother configurations in the cache (select one with these flags on heads train):"
+    return head + "".join(f"\n  {line}" for line in lines) if lines else ""
+
+
+def _others(cache, label, stages) -> list:
+    """One line per other configuration of `label`'s stage that has outputs in
+    the cache: its label and the `--set` flags (on pipeline extract and heads
+    train alike) that select it instead of the one resolved now."""
+    from .cli import _toml_value as toml_value
+    spec = cache.spec(label, stages)
+    mine = json.loads(spec.config_json)
+    rows = cache.index.db.execute(
+        "SELECT config_id, label, config FROM configs WHERE stage = ? AND config_id IN "
+        "(SELECT DISTINCT config_id FROM entries)", (spec.name,)).fetchall()
+    lines = []
+    for config_id, other, description in sorted(rows, key=lambda r: r[1]):
+        theirs = json.loads(description)["config"]
+        flags = [f"--set {shlex.quote(f'{spec.name}.{k}={toml_value(v)}')}" for k, v in theirs.items()
+                 if k not in spec.stage.runtime_options and mine.get(k) != v]
+        if config_id != spec.config_id and flags:
+            lines.append(f"{other}: {' '.join(flags)}")
+    return lines
