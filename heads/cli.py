@@ -421,7 +421,7 @@ def _predict_command(sub, default_cache_dir):
 
 
 def cmd_predict(args):
-    from pipeline.cli import UsageError as ExtractUsage
+    from pipeline.extraction import UsageError as ExtractUsage
     from .predict import PredictError, predict
     try:
         done = predict(args.run, args.dataset, args.root, args.cache, args.out, args.workers, args.scheduler,

@@ -261,9 +261,9 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
     for `worker_timeout` seconds the run stops. Returns the per-stage
     tallies (`Tallies`); bad items are in them, not raised. Bad options raise
     before any work, naming the problem (stage.ConfigError, registry.UnknownName,
-    cli.UsageError); an infrastructure fault raises faults.InfraFault, whose
+    extraction.UsageError); an infrastructure fault raises faults.InfraFault, whose
     `tallies` say what was done."""
-    from .cli import UsageError, _locked, _gpu_devices
+    from .extraction import UsageError, cache_lock, gpu_devices
     from .graph import default_labels, resolve
     from .placement import gpu_placement
     from .plan import extract as run_plan
@@ -276,9 +276,9 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
         raise UsageError("--batch must be >= 1")
     if worker_timeout <= 0:
         raise UsageError("--worker-timeout must be > 0")
-    gpu_devices = _gpu_devices(gpu_workers, scheduler)
+    gpu_devices = gpu_devices(gpu_workers, scheduler)
     specs = resolve(list(stages or default_labels()), overrides)
-    with _locked(cache):
+    with cache_lock(cache):
         dataset, root, items = _extract_items(Index(cache), dataset, root)
         if on_items:
             on_items(items)
@@ -294,14 +294,14 @@ def _extract_items(index, dataset=None, root=None) -> tuple:
     """(dataset, root, items) read from the corpus, recorded in the cache
     (`index`): what `extract` works on. Dataset and root default to the
     cache's own."""
-    from .cli import _dataset_and_root, _read_items
+    from .extraction import dataset_and_root, read_items
     from .corpora import load_all
     from .demo import corpus_marks
     from .plan import record_dataset
     if dataset:
         load_all().get_or_fail(dataset)
-    dataset, root = _dataset_and_root(index, dataset, root)
-    items = _read_items(dataset, root)
+    dataset, root = dataset_and_root(index, dataset, root)
+    items = read_items(dataset, root)
     record_dataset(index, index.root, dataset, root, corpus_marks(root), items)
     return dataset, root, items
 

@@ -9,15 +9,12 @@ import time
 from pathlib import Path
 
 from .errors import add_debug_option, configure_logs, report
+from .extraction import UsageError, cache_lock, dataset_and_root, read_items
 from .faults import InfraFault
 from .options import add_manifests_option
 from .registry import UnknownName
 from .stage import ConfigError
 from .store import default_cache_dir
-
-
-class UsageError(Exception):
-    """A bad command line: reported before any work, exit status 2."""
 
 
 def main(argv=None):
@@ -156,34 +153,9 @@ def _labels(args, file_stages, default_labels):
     return list(file_stages or default_labels())
 
 
-def _dataset_and_root(index, dataset=None, root=None, must_exist=True):
-    known = index.datasets()
-    if dataset is None:
-        if len(known) != 1:
-            raise UsageError("--dataset is required" + (f" (the cache holds {', '.join(known)})" if known else ""))
-        dataset = next(iter(known))
-    given = root
-    root = root or known.get(dataset, {}).get("root")
-    if root is None:
-        raise UsageError(f"--root is required: the cache has no recorded root for {dataset}")
-    if not os.path.exists(root) and (must_exist or given):
-        raise UsageError(f"corpus root {root} does not exist")
-    return dataset, os.path.abspath(root)
-
-
 def unmounted_notice(prog, root):
     print(f"{prog}: the corpus root {root} is not there; outputs are judged by the digests recorded "
           f"at extraction (unverified)", file=sys.stderr)
-
-
-def _read_items(dataset, root):
-    from .corpora import read_corpus
-    try:
-        return read_corpus(dataset, root)
-    except (OSError, ValueError) as e:
-        if isinstance(e, UnknownName):
-            raise
-        raise UsageError(f"reading {dataset} at {root}: {e}") from None
 
 
 # --- commands ---------------------------------------------------------------
@@ -214,42 +186,6 @@ def cmd_extract(args):
         _print_summary(tallies.dataset, tallies.n_items, tallies, tallies.seconds)
     failed = sum(t.failed + t.failed_before for t in tallies.values())
     return 1 if args.strict and failed else 0
-
-
-def _gpu_devices(n, scheduler):
-    """The CUDA device of each local GPU worker (--gpu-workers), as
-    CUDA_VISIBLE_DEVICES entries, or None for the default (one per visible
-    device, found once there is work: the no-op rerun never imports torch)."""
-    if n is not None and n < 0:
-        raise UsageError("--gpu-workers must be >= 0")
-    if scheduler and n:
-        raise UsageError("--gpu-workers places local Dask workers; not with --scheduler (a cluster's "
-                         "workers declare their own GPU: dask worker --resources GPU=1)")
-    if scheduler or n == 0:
-        return []
-    if n is None:
-        return None
-    from .placement import gpu_placement
-    if not gpu_placement(1):
-        raise UsageError(f"--gpu-workers {n}: torch sees no CUDA device on this machine "
-                         "(leave it out, or give 0, to run every stage on the CPU workers)")
-    return gpu_placement(n)
-
-
-def _locked(cache_dir):
-    import contextlib
-    import fcntl
-
-    @contextlib.contextmanager
-    def lock():
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(cache_dir) / "lock", "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"another `pipeline extract` is running on {cache_dir}") from None
-            yield
-    return lock()
 
 
 def _print_warnings(items):
@@ -289,9 +225,9 @@ def cmd_status(args):
     from .api import Cache, stage_state
     cache = Cache(args.cache)
     specs = _specs(args)
-    dataset, root = _dataset_and_root(cache.index, args.dataset, args.root, must_exist=False)
+    dataset, root = dataset_and_root(cache.index, args.dataset, args.root, must_exist=False)
     if os.path.exists(root):
-        cache.use_items(dataset, _read_items(dataset, root))
+        cache.use_items(dataset, read_items(dataset, root))
     else:
         unmounted_notice("pipeline", root)
     items = cache.items(dataset)
@@ -391,7 +327,7 @@ def cmd_gc(args):
     labels = head_labels(args.keep_for.split(","), args.preset) if args.keep_for else []
     labels += [label for label in args.keep or () if label not in labels]
     keep = {c.config_id for spec in resolve(labels, preset_stage_options(args.preset)) for c in _closure(spec)}
-    with _locked(args.cache):
+    with cache_lock(args.cache):
         index = Index(args.cache)
         doomed = collect(index, keep, args.older_than)
         for d in doomed:
