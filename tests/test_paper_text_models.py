@@ -149,19 +149,25 @@ def test_tsin_paper_preset_trains_on_the_users_bert(demo_root, bert_base, tmp_pa
     assert "not comparable" not in capsys.readouterr().out      # holdout: no paper row to stand beside
 
 
-@pytest.mark.acceptance       # TSIN at the paper's widths over 5 session folds: ~2 minutes on 2 cores
-def test_a_demo_run_shows_no_paper_figure_and_says_why(demo_root, bert_base, tmp_path, hf_home, capsys):
-    from heads.comparable import reasons
+def tsin_paper_report(root, bert_base, hf_home, tmp_path, capsys, *train_args):
+    """Extract `--for tsin` (BERT-base found in the HF cache), train TSIN's paper
+    preset over the session folds, and return (run folder, `heads report` text)."""
     as_hf_cache(hf_home, "bert-base-uncased", bert_base)
     cache = tmp_path / "cache"
-    rc, out, err = extract(demo_root, cache, capsys, "--for", "tsin")
+    rc, out, err = extract(root, cache, capsys, "--for", "tsin")
     assert rc == 0, err
     run = tmp_path / "run"
     assert heads(["train", "--model", "tsin", "--cache", str(cache), "--protocol", "session", "--preset", "paper",
-                  "--set", "epochs=1", "--out", str(run), "--quiet"]) == 0
+                  *train_args, "--out", str(run), "--quiet"]) == 0
     capsys.readouterr()
     assert heads(["report", str(run)]) == 0
-    out = capsys.readouterr().out
+    return run, capsys.readouterr().out
+
+
+@pytest.mark.acceptance       # TSIN at the paper's widths over 5 session folds: ~2 minutes on 2 cores
+def test_a_demo_run_shows_no_paper_figure_and_says_why(demo_root, bert_base, tmp_path, hf_home, capsys):
+    from heads.comparable import reasons
+    run, out = tsin_paper_report(demo_root, bert_base, hf_home, tmp_path, capsys, "--set", "epochs=1")
     assert "paper 003 TSIN" not in out and "74.92" not in out
     assert "not comparable to 003 TSIN: epochs=1 (paper: 80); a demo corpus" in out
     record = json.loads((run / "results.json").read_text())
@@ -236,16 +242,7 @@ def test_a_paper_preset_run_on_an_unmarked_corpus_shows_the_paper_figure(demo_ro
     root = tmp_path / "IEMOCAP_full_release"
     shutil.copytree(demo_root, root)
     (root / TRUTH_FILE).unlink()
-    as_hf_cache(hf_home, "bert-base-uncased", bert_base)
-    cache = tmp_path / "cache"
-    rc, out, err = extract(root, cache, capsys, "--for", "tsin")
-    assert rc == 0, err
-    run = tmp_path / "run"
-    assert heads(["train", "--model", "tsin", "--cache", str(cache), "--protocol", "session", "--preset", "paper",
-                  "--out", str(run), "--quiet"]) == 0
-    capsys.readouterr()
-    assert heads(["report", str(run)]) == 0
-    out = capsys.readouterr().out
+    run, out = tsin_paper_report(root, bert_base, hf_home, tmp_path, capsys)
     assert "paper 003 TSIN" in out and "74.92" in out and "not comparable" not in out
     record = json.loads((run / "results.json").read_text())
     assert record["provenance"]["demo_corpus"] is False
