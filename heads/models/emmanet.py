@@ -63,7 +63,7 @@ KEYPOINT_VALUES = 4                 # x, y, z, visibility per joint (pipeline/st
 class Config(TrainConfig):
     labelset: str = "8class"
     # inputs: named stage configurations (manifests/emmanet.toml)
-    face_stage: str = "face@emmanet_expr"      # an expression-trained face network (demo: face@emmanet)
+    face_stage: str = "face@emmanet_expr"      # the paper's expression-trained face network (face@emmanet: MediaPipe features)
     face_array: str = "embedding"
     audio_stage: str = "deepspectrum@emmanet"   # or opensmile@egemaps_2hz with audio_array=functionals
     audio_array: str = "deepspectrum"

@@ -47,7 +47,7 @@ Our choices where the paper is vague (all configurable):
   The fused variance is sum_m weight_m^2 sigma_m^2 (independent modalities).
   An auxiliary KL(N(f_m, sigma_m^2) || N(0, I)) term, weighted by
   `uncertainty_weight`, keeps the variances from collapsing to zero; the
-  paper's loss has no such term, so it is 0 (off) but in the demo preset.
+  paper's loss has no such term, so it is 0 (off) by default.
 - Switches: `no_dynamic_weighting` fuses with equal weights and no
   uncertainty (the whole level-1 weighting); `uncertainty=false` keeps the
   softmax weights only; `no_attention` skips level 2; `no_temporal` pools

@@ -67,7 +67,6 @@ class Superb(Head):
     manifest = "superb"
     description = "SUPERB emotion downstream: weighted layer sum, projection, mean pooling, linear (SSL speech)"
     Config = SuperbConfig
-    # The demo preset keeps the paper's (already small) model; it trains shorter and faster.
     presets = {"paper": {}, "demo": {"epochs": 30, "lr": 1e-3, "batch_size": 16, "standardize": "fold"}}
 
     @classmethod
