@@ -1,11 +1,7 @@
-"""Acceptance (`make acceptance`): HFF --preset demo, leave one session out
-on the full IEMOCAP demo corpus, reaches UA >= 0.9 on 4 classes; every
-switch trains end to end (a few epochs each), and so does the paper's own
-split (protocol `hff`, 6 classes).
-
-The demo's visual stream has random ResNet-18 weights at 2 frames per
-second (`--for hff_demo`): ImageNet weights cannot be downloaded here, and
-the demo videos carry no emotion anyway (speech and text do)."""
+"""Acceptance (`make acceptance`): HFF --preset demo on the full IEMOCAP demo
+corpus: every switch trains end to end (a few epochs each), and so does the
+paper's own split (protocol `hff`, 6 classes). Its thresholds are rows of
+the acceptance table (tests/test_acceptance.py)."""
 from __future__ import annotations
 
 import json
@@ -33,15 +29,6 @@ def _train(base, name, *args, protocol="session"):
                 "--preset", "demo", "--out", str(out), "--quiet", *args])
     assert rc == 0
     return json.loads((out / "results.json").read_text())
-
-
-@pytest.mark.acceptance
-def test_hff_demo_session_protocol(demo_cache):
-    full = _train(demo_cache, "full")
-    assert len(full["protocol"]["folds"]) == 5 and all(r["ok"] for r in full["leakage_check"])
-    assert full["classes"] == ["ang", "hap", "sad", "neu"] and full["variant"] == "full"
-    ua = full["overall"]["ua"]["mean"]
-    assert ua >= 0.9, f"HFF demo UA {ua:.3f} < 0.9"
 
 
 @pytest.mark.acceptance
