@@ -24,10 +24,6 @@ def digest_text(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def digest_json(obj) -> str:
-    return digest_text(canonical(obj))
-
-
 def file_digest(path, algorithm="xxh3_128") -> str:
     if algorithm == "xxh3_128":
         import xxhash

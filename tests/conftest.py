@@ -8,11 +8,23 @@ from pipeline.demo import TRUTH_FILE, make_demo
 
 
 @pytest.fixture(scope="session")
-def demo_root(tmp_path_factory):
+def demo_corpus(tmp_path_factory):
+    """demo_corpus(layout, folder): the root of a small demo corpus of that
+    layout, written once per test session; treat as read-only."""
+    made = {}
+
+    def root_of(layout, folder):
+        if layout not in made:
+            made[layout] = tmp_path_factory.mktemp(layout) / folder
+            make_demo(layout, made[layout], size="small", seed=0)
+        return made[layout]
+    return root_of
+
+
+@pytest.fixture(scope="session")
+def demo_root(demo_corpus):
     """Root of a small demo corpus (like IEMOCAP_full_release); treat as read-only."""
-    root = tmp_path_factory.mktemp("demo") / "IEMOCAP_full_release"
-    make_demo("iemocap", root, size="small", seed=0)
-    return root
+    return demo_corpus("iemocap", "IEMOCAP_full_release")
 
 
 @pytest.fixture(scope="session")

@@ -95,21 +95,20 @@ def word_contexts(*texts):
 
 def demo_corpus_fixtures(layout, folder):
     """Module-scoped fixtures `root`, `truth` and `items` for a reader test:
-    a small demo corpus of `layout` written once under `folder`, the truth
-    its generator wrote, and what the reader of the same name makes of it.
+    the session's small demo corpus of `layout` (conftest's demo_corpus,
+    under `folder`), the truth its generator wrote, and what the reader of
+    the same name makes of it.
     Use as `root, truth, items = demo_corpus_fixtures("meld", "MELD.Raw")`."""
     import json
 
     import pytest
 
     from pipeline.corpora import read_corpus
-    from pipeline.demo import TRUTH_FILE, make_demo
+    from pipeline.demo import TRUTH_FILE
 
     @pytest.fixture(scope="module")
-    def root(tmp_path_factory):
-        path = tmp_path_factory.mktemp(layout) / folder
-        make_demo(layout, path, size="small", seed=0)
-        return path
+    def root(demo_corpus):
+        return demo_corpus(layout, folder)
 
     @pytest.fixture(scope="module")
     def truth(root):

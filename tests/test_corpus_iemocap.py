@@ -88,15 +88,6 @@ def test_sample_items_survive_the_manifest(sample):
         assert Item.from_dict(json.loads(item.to_json())) == item
 
 
-def test_reader_options_and_root_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="no options"):
-        read_corpus("iemocap", SAMPLE, fast=True)
-    with pytest.raises(ValueError, match="Session"):
-        read_corpus("iemocap", tmp_path)
-    with pytest.raises(ValueError, match="not a folder"):
-        read_corpus("iemocap", tmp_path / "nowhere")
-
-
 # ---------------------------------------------------------------- label sets
 
 def test_label_sets_are_data_with_fixed_class_order():

@@ -1,14 +1,8 @@
 """The MELD reader on its small demo corpus (against the truth file its
 generator wrote): the three tables, ids unique across splits, Windows-1252
 bytes inside UTF-8 text, the missing clip, and the label sets."""
-import json
-
-import pytest
-
 from pipeline import labels
-from pipeline.corpora import read_corpus
 from pipeline.corpora._text import decode_text
-from pipeline.manifest import Item
 
 from tests.helpers import demo_corpus_fixtures, extract, summary
 
@@ -65,16 +59,6 @@ def test_label_sets(items, truth):
     for item in items:
         assert labels.apply(item, "7class") == truth["items"][item.id]["emotion"]
         assert labels.apply(item, "sentiment") == truth["items"][item.id]["sentiment"]
-
-
-def test_items_survive_the_manifest(items):
-    for item in items:
-        assert Item.from_dict(json.loads(item.to_json())) == item
-
-
-def test_bad_root(tmp_path):
-    with pytest.raises(ValueError, match="MELD.Raw"):
-        read_corpus("meld", tmp_path)
 
 
 def test_fbank_extracts_clip_sound_and_names_the_missing_clip(root, tmp_path, capsys, items, truth):

@@ -1,15 +1,12 @@
 """The CMU-MOSEI reader on its small demo corpus (against the truth file its
 generator wrote): segments matched to label intervals, the standard folds,
 spans, ids with `-`, and what is reported rather than dropped."""
-import json
-
 import h5py
 import numpy as np
 import pytest
 
 from pipeline.corpora import read_corpus
 from pipeline.corpora.mosei import LABELS, match_intervals, standard_folds
-from pipeline.manifest import Item
 
 from tests.helpers import demo_corpus_fixtures, fbank_of_every_item
 
@@ -86,18 +83,6 @@ def test_matching_is_one_to_one_by_overlap():
     matched, unmatched = match_intervals(labels, segments, 0.5)
     assert [(i, seg and seg[0]) for i, _, seg in matched] == [(0, "0"), (1, "1"), (2, None)]
     assert unmatched == [segments[2]]
-
-
-def test_items_survive_the_manifest(items):
-    for item in items:
-        assert Item.from_dict(json.loads(item.to_json())) == item
-
-
-def test_bad_root_and_options(tmp_path, root):
-    with pytest.raises(ValueError, match="CMU_MOSEI_Labels.csd"):
-        read_corpus("mosei", tmp_path)
-    with pytest.raises(ValueError, match="min_overlap"):
-        read_corpus("mosei", root, fast=True)
 
 
 def test_fbank_extracts_from_wav_and_mp4_spans(root, tmp_path, capsys, items):

@@ -129,7 +129,6 @@ def test_windowed_functionals_follow_the_window_rule(corpus, tmp_path):
 @pytest.mark.parametrize("options, words", [
     ({"feature_set": "eGeMAPSv02", "level": "lld_deltas"}, "lld_deltas is not available"),
     ({"level": "lld", "window_s": 1.0}, "window_s applies to level=functionals"),
-    ({"window_s": 0.0}, "must be positive"),
     ({"feature_set": "eGeMAPSv03"}, "feature_set"),
 ])
 def test_bad_options_fail_before_any_work(options, words):

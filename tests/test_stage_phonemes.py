@@ -5,8 +5,6 @@ import pytest
 from phonemizer.backend import EspeakBackend
 from phonemizer.separator import Separator
 
-from pipeline.graph import resolve
-from pipeline.stage import ConfigError
 from pipeline.stages.phonemes import (Config, Phonemes, espeak_map, inventory, ipa_to_arpabet,
                                       phoneme_table)
 from tests.helpers import word_contexts as contexts
@@ -100,11 +98,6 @@ def test_empty_items_give_empty_sequences(stages):
         assert r.arrays["ids"].data.shape == (0,) and r.arrays["lengths"].data.shape == (0,)
         assert r.meta["empty"] == reason
     assert results[3].meta["n_words"] == 1
-
-
-def test_bad_language_fails_before_work():
-    with pytest.raises(ConfigError, match="language"):
-        resolve(["phonemes"], {"phonemes": {"language": "English please"}})
 
 
 def test_unlisted_variants_fall_back_and_unknown_phones_fail_clearly():
