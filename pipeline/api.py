@@ -276,6 +276,8 @@ def extract(dataset=None, root=None, cache=None, stages=None, overrides=None, wo
         raise UsageError("--batch must be >= 1")
     if worker_timeout <= 0:
         raise UsageError("--worker-timeout must be > 0")
+    if root and not os.path.exists(root):
+        raise UsageError(f"corpus root {root} does not exist")      # before the cache folder is made
     gpu_devices = gpu_devices(gpu_workers, scheduler)
     specs = resolve(list(stages or default_labels()), overrides)
     with cache_lock(cache):
