@@ -309,8 +309,8 @@ def cmd_train(args):
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
                          "use bf16 or fp32 on CPU")
     config, stages = head_config(cls, args.preset, args.config, args.set)
-    check_inputs(cls, args.preset, config, stages)      # before any work: exit 2
     args.dev = args.dev or preset_dev(cls, args.preset)
+    check_inputs(cls, args.preset, config, stages)      # before any work: exit 2
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)

@@ -3,7 +3,7 @@ demo corpus, official split (the validation videos are the test part, the
 model is the last epoch's), reaches a per-frame mean F1 over the 8
 expressions >= 0.8 on the validation videos.
 
-The demo's DeepSpectrum stream has random weights (`--for emmanet_demo`):
+The demo's DeepSpectrum stream has random weights (`--for emmanet --preset demo`):
 ImageNet weights cannot be downloaded here. The demo puts the expression in
 the face's shape, so the face stream carries it."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tests.helpers import demo_cache, train_run
 
 @pytest.mark.acceptance
 def test_emmanet_demo_official_split(tmp_path_factory):
-    cache = demo_cache(tmp_path_factory.mktemp("emmanet_acceptance"), "affwild2", "Aff-Wild2", "emmanet_demo")
+    cache = demo_cache(tmp_path_factory.mktemp("emmanet_acceptance"), "affwild2", "Aff-Wild2", "emmanet")
     record = train_run(cache, cache.parent / "run", "emmanet", protocol="official")
     assert record["classes"] == ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise",
                                  "Other"]

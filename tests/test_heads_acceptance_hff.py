@@ -4,7 +4,7 @@ switch trains end to end (a few epochs each), and so does the paper's own
 split (protocol `hff`, 6 classes).
 
 The demo's visual stream has random ResNet-18 weights at 2 frames per
-second (`--for hff_demo`): ImageNet weights cannot be downloaded here, and
+second (`--for hff --preset demo`): ImageNet weights cannot be downloaded here, and
 the demo videos carry no emotion anyway (speech and text do)."""
 from __future__ import annotations
 

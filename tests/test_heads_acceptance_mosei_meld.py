@@ -25,7 +25,7 @@ def _train(cache, model, labelset):
 @pytest.mark.acceptance
 def test_hff_regresses_mosei_sentiment(tmp_path_factory, capsys):
     base = tmp_path_factory.mktemp("mosei_acceptance")
-    cache = demo_cache(base, "mosei", "CMU_MOSEI", "hff_demo")
+    cache = demo_cache(base, "mosei", "CMU_MOSEI", "hff")
     r = _train(cache, "hff", "sentiment")
     assert r["task"] == {"kind": "regression", "value_range": [-3, 3]}
     (fold,) = r["protocol"]["folds"]

@@ -13,7 +13,7 @@ from tests.helpers import demo_cache, train_run
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return demo_cache(tmp_path_factory.mktemp("heads_acceptance_multilevel"), "iemocap", "IEMOCAP_full_release",
-                      "harmofusion", "--no-video")
+                      "harmofusion,harmofusion_mg,muse,muse_mg", "--no-video")
 
 
 @pytest.mark.acceptance

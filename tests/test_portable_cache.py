@@ -96,7 +96,8 @@ def test_user_named_configuration_extracts_and_trains(extracted, tmp_path, capsy
     root, cache = extracted
     c = tmp_path / "cache"
     shutil.copytree(cache, c)
-    mine = user_manifests(tmp_path / "mine", 'extract = ["fbank@mine"]\n\n[stage.fbank.mine]\nn_mels = 24\n')
+    mine = user_manifests(tmp_path / "mine", '[preset.mine.paper]\nextract = ["fbank@mine"]\n\n'
+                                             '[stage.fbank.mine]\nn_mels = 24\n')
     try:
         capsys.readouterr()
         assert run_cli("config", "fbank@mine", "--manifests", mine) == 0
@@ -118,7 +119,7 @@ def test_user_named_configuration_extracts_and_trains(extracted, tmp_path, capsy
 
 
 @pytest.mark.parametrize("name,text", [
-    ("tsin.toml", 'extract = ["fbank"]\n'),                       # a packaged file's name
+    ("tsin.toml", '[stage.fbank.other]\nn_mels = 24\n'),           # a packaged file's name
     ("other.toml", '[stage.fbank.tsin]\nn_mels = 24\n'),           # a packaged configuration's name
 ])
 def test_a_clashing_user_manifest_exits_2(extracted, tmp_path, capsys, name, text):
