@@ -5,7 +5,8 @@ options and its training recipe (fields of `TrainConfig`), the defaults being
 the paper's recipe. Its presets are data: `[preset.<head>.<name>]` tables
 in the manifests (pipeline/presets.py), each a set of overrides with the
 stage list it reads (`paper`: the values that differ from the defaults;
-`demo`: a model a CPU run on the demo corpus trains in minutes). `inputs(config)` says which cached arrays the head reads, so the
+`demo`: a model a CPU run on the demo corpus trains in minutes).
+`inputs(config)` says which cached arrays the head reads, so the
 Dataset loads exactly those and `heads train` can check the cache for them.
 """
 from __future__ import annotations

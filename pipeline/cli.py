@@ -266,7 +266,7 @@ def cmd_list(args):
     print("stage lists (--for HEAD --preset P):" + ("" if head_presets() else " none"))
     for head, presets in sorted(head_presets().items()):
         for name, preset in presets.items():
-            print(f"  {head} {name}: {', '.join(preset.extract)}")
+            print(f"  {head} {name}: {', '.join(preset.extract)}" + (f"  ({preset.about})" if preset.about else ""))
 
 
 def cmd_config(args):

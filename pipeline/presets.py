@@ -144,7 +144,8 @@ def head_presets() -> dict:
                 preset = _preset(head, name, entry, _where(f))
                 known = out.setdefault(head, {})
                 if name in known:
-                    raise ConfigError(f"preset {head}.{name} is declared twice ({known[name].where} and {preset.where})")
+                    raise ConfigError(f"preset {head}.{name} is declared twice "
+                                      f"({known[name].where} and {preset.where})")
                 known[name] = preset
     return out
 

