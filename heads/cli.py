@@ -20,7 +20,7 @@ from pipeline.options import add_manifests_option
 from pipeline.registry import UnknownName
 from pipeline.stage import ConfigError
 
-from .inputs import check_inputs, extract_command, other_configurations
+from .inputs import check_inputs, extract_command, other_configurations, preset_dev
 from .models import load_all
 from .protocols import DEV_CHOICES, PROTOCOLS, LeakageError, ProtocolError
 
@@ -83,12 +83,12 @@ def _parser():
     t.add_argument("--dataset", help="dataset in the cache (default: the only one)")
     t.add_argument("--protocol", help="session, speaker, kfold, ratio, holdout, official (default: by the columns)")
     t.add_argument("--dev", choices=DEV_CHOICES,
-                   help="dev part for model selection (default: none, fixed epochs; with --preset paper, "
-                        "the head's paper protocol: session-share for emmanet)")
+                   help="dev part for model selection (default: the preset's `dev` in the manifests, "
+                        "e.g. session-share for emmanet's paper preset; else none, fixed epochs)")
     t.add_argument("--folds", type=int, default=10, help="kfold: number of folds")
     t.add_argument("--ratios", default="3:1:1",
                    help="ratio protocol: train:dev:test parts; holdout: their shares (e.g. 7:1:2)")
-    t.add_argument("--preset", default="paper", help="paper (the published recipe) or demo")
+    t.add_argument("--preset", default="paper", help="paper (the published recipe), demo, or a manifest's own")
     t.add_argument("--config", help="TOML file of head options (flat keys; [stage] tables: stage options)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="head option, or STAGE.KEY=VALUE: the stage option the features were extracted with")
@@ -128,18 +128,19 @@ def _parser():
 # --- list -------------------------------------------------------------------
 
 def cmd_list(args):
+    from pipeline.presets import head_presets
     heads = load_all()
     if not heads:
         print("no heads registered")
     for name, cls in sorted(heads.items()):
         if name in heads.aliases:
             continue
-        presets = ", ".join(cls.presets)
+        presets = ", ".join(head_presets().get(name, {})) or "none (no [preset] table in the manifests)"
         print(f"{name:<12} {cls.description}")
         aliases = sorted(a for a, target in heads.aliases.items() if target == name)
         if aliases:
             print(f"{'':<12} also named: {', '.join(aliases)}")
-        print(f"{'':<12} needs {', '.join(cls.stages())} (pipeline extract --for {cls.manifest}); "
+        print(f"{'':<12} needs {', '.join(cls.stages())} (pipeline extract --for {name}); "
               f"presets: {presets}")
         variants = _variants(cls)
         if variants:
@@ -205,18 +206,18 @@ def head_config(cls, preset, config_file, pairs):
     return cls.make_config(preset, head), preset_stage_options(preset, stages)
 
 
-def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None) -> dict:
-    """Raise StagesMissing with the exact extract command when any stage the
-    head reads (with the stage overrides `stages`) is missing or stale for
-    some item of its label set; with `allow_missing`, return those items
-    instead (id -> why)."""
+def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None, preset=None) -> dict:
+    """Raise StagesMissing with the exact extract command (for the run's
+    `preset`) when any stage the head reads (with the stage overrides
+    `stages`) is missing or stale for some item of its label set; with
+    `allow_missing`, return those items instead (id -> why)."""
     needed = cls.stages(config)
     statuses = {label: cache.status(label, dataset, stages) for label in needed}
     wanted = {it.id for it in cache.items(dataset) if in_labelset(it, config.labelset)}
     lacking, problems = missing_features(statuses, wanted)
     if not problems or allow_missing:
         return lacking
-    command = extract_command(cache, dataset, cls, needed, stages)
+    command = extract_command(cache, dataset, cls, needed, stages, preset)
     found = other_configurations(cache, [label for label in needed if statuses[label]["missing"]], stages)
     raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
                         f"{config.labelset} ({'; '.join(problems)}).{found}\n"
@@ -252,10 +253,10 @@ def in_labelset(item, labelset) -> bool:
     return labels.apply(item, labelset) is not None
 
 
-def _without_missing(cache, dataset, cls, config, allow_missing, stages=None) -> tuple:
+def _without_missing(cache, dataset, cls, config, allow_missing, stages, preset) -> tuple:
     """(the cache to train from, {item id: why} of the items left out):
     refuses lacking features unless allow_missing, which names each item."""
-    left_out = check_cache(cache, dataset, cls, config, allow_missing, stages)
+    left_out = check_cache(cache, dataset, cls, config, allow_missing, stages, preset)
     for item_id, why in sorted(left_out.items()):
         print(f"heads: training without {item_id}: {why} (--allow-missing)", file=sys.stderr)
     return cache.leave_out(left_out, dataset), left_out
@@ -308,13 +309,13 @@ def cmd_train(args):
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
                          "use bf16 or fp32 on CPU")
     config, stages = head_config(cls, args.preset, args.config, args.set)
+    args.dev = args.dev or preset_dev(cls, args.preset)
     check_inputs(cls, args.preset, config, stages)      # before any work: exit 2
-    args.dev = args.dev or (cls.paper_dev if args.preset == "paper" else "none")
     options = Options(dev=args.dev, k=args.folds, ratios=_ratios(args.ratios), seed=args.seed)
     cache = Cache(args.cache)
     dataset = cache.dataset(args.dataset)
     _notice_unmounted(cache, dataset)
-    cache, left_out = _without_missing(cache, dataset, cls, config, args.allow_missing, stages)
+    cache, left_out = _without_missing(cache, dataset, cls, config, args.allow_missing, stages, args.preset)
     data = cls.open_data(cache, dataset, config, stages)
     check_options(data.task, config, cls.name)      # the label set decides the task
     cls.check_dims(config, data.dims())

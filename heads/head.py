@@ -2,9 +2,11 @@
 
 A head is a torch Module with a `Config` dataclass that holds both its model
 options and its training recipe (fields of `TrainConfig`), the defaults being
-the paper's recipe. `presets` are named sets of overrides (`paper` is the
-defaults; `demo` shrinks the model so a CPU run on the demo corpus takes
-minutes). `inputs(config)` says which cached arrays the head reads, so the
+the paper's recipe. Its presets are data: `[preset.<head>.<name>]` tables
+in the manifests (pipeline/presets.py), each a set of overrides with the
+stage list it reads (`paper`: the values that differ from the defaults;
+`demo`: a model a CPU run on the demo corpus trains in minutes).
+`inputs(config)` says which cached arrays the head reads, so the
 Dataset loads exactly those and `heads train` can check the cache for them.
 """
 from __future__ import annotations
@@ -96,18 +98,15 @@ RUNTIME_FIELDS = ("num_workers", "threads")
 
 
 class Head(nn.Module):
-    """Base class: subclasses set name, manifest, Config, presets, and
+    """Base class: subclasses set name, Config (presets: the manifests), and
     implement `inputs(config)` and `classify(batch) -> logits (B, C)`.
 
     `forward` first standardises every input with per-feature statistics
     of the training fold (buffers, so they travel with the checkpoint; the
     identity until `set_input_stats` is called)."""
     name = ""
-    manifest = ""                   # manifests/<manifest>.toml lists the stages to extract
-    paper_dev = "none"              # `heads train --dev` under --preset paper when not given
     description = ""
     Config = TrainConfig
-    presets: dict = {"paper": {}}
     # What the outputs mean and the base loss (heads/tasks.py); the training
     # loop sets the label set's task on each model, so heads never choose it.
     task = Classification()
@@ -158,12 +157,19 @@ class Head(nn.Module):
 
     @classmethod
     def make_config(cls, preset="paper", overrides=None):
-        """The Config for a preset plus overrides (from --set or a TOML file)."""
-        if preset not in cls.presets:
-            raise ConfigError(f"head {cls.name}: unknown preset {preset!r} (known: {', '.join(cls.presets)})")
-        values = dict(cls.presets[preset])
-        values.update(overrides or {})
-        config = make_config(cls, values)
+        """The Config of a preset (its manifest table) plus overrides (from
+        --set or a TOML file); a preset value the Config lacks or refuses is
+        a ConfigError naming the manifest file, the head and the preset."""
+        from pipeline.presets import find_preset
+        table = find_preset(cls.name, preset)
+        unknown = sorted(set(table.values) - {f.name for f in dataclasses.fields(cls.Config)})
+        try:
+            if unknown:
+                raise ConfigError(f"unknown option(s) {', '.join(unknown)} of head {cls.name}")
+            make_config(cls, table.values)
+        except ConfigError as e:
+            raise ConfigError(f"{table.label}: {e}") from None
+        config = make_config(cls, {**table.values, **(overrides or {})})
         cls.check(config)
         return config
 

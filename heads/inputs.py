@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shlex
 
+from pipeline.stage import ConfigError
+
 
 def check_inputs(cls, preset, config, stages):
     """Exit 2 before any work when a model the run reads is not on this machine,
@@ -15,15 +17,27 @@ def check_inputs(cls, preset, config, stages):
     check_preset_inputs(preset, resolve(cls.stages(config), stages))
 
 
-def extract_command(cache, dataset, cls, needed, stages) -> str:
+def preset_dev(cls, preset) -> str:
+    """The dev part `heads train` uses without --dev: the preset's `dev`, or
+    none (fixed epochs); a value no protocol knows is a ConfigError."""
+    from pipeline.presets import find_preset
+    from .protocols import DEV_CHOICES
+    table = find_preset(cls.name, preset)
+    if table.dev and table.dev not in DEV_CHOICES:
+        raise ConfigError(f"{table.label}: dev = {table.dev!r} is none of {', '.join(DEV_CHOICES)}")
+    return table.dev or "none"
+
+
+def extract_command(cache, dataset, cls, needed, stages, preset=None) -> str:
     """The `pipeline extract` command that extracts the configurations `needed`
-    as the run resolved them (the overrides of the stages it reads as --set)."""
+    as the run resolved them (the overrides of the stages it reads as --set):
+    `--for HEAD --preset P` when the preset's list holds them all."""
     from pipeline.graph import resolve
-    from pipeline.presets import head_stage_lists
+    from pipeline.presets import find_preset
     from .cli import _toml_value
-    manifest_list = head_stage_lists().get(cls.manifest)
-    selection = (f"--for {cls.manifest}" if manifest_list and set(needed) <= set(manifest_list)
-                 else f"--stages {','.join(needed)}")
+    preset = preset or "paper"
+    selection = (f"--for {cls.name}" + (f" --preset {preset}" if preset != "paper" else "")
+                 if set(needed) <= set(find_preset(cls.name, preset).extract) else f"--stages {','.join(needed)}")
     read = {x for s in resolve(needed, stages) for x in (s.label, s.name)}
     sets = "".join(f" --set {shlex.quote(f'{label}.{k}={_toml_value(v)}')}"
                    for label, opts in (stages or {}).items() if label in read for k, v in opts.items())

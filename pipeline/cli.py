@@ -106,7 +106,7 @@ def _maintenance_commands(sub):
     g = sub.add_parser("gc", help="remove stage configurations nothing asks for (dry run unless --yes)")
     g.add_argument("--cache", default=default_cache_dir())
     g.add_argument("--keep-for", metavar="HEAD[,HEAD...]", help="keep what these heads read (as --for)")
-    g.add_argument("--preset", help="with --keep-for: the heads' preset (default paper)")
+    g.add_argument("--preset", help="with --keep-for: the heads' preset (default paper; [preset.HEAD.P] tables)")
     g.add_argument("--keep", nargs="+", metavar="LABEL", help="keep these stage specs (and what they consume)")
     g.add_argument("--older-than", type=float, metavar="DAYS",
                    help="remove only configurations not written to for this many days")
@@ -119,8 +119,9 @@ def _selection_args(p):
     p.add_argument("--root", help="corpus folder (default: the one recorded in the cache)")
     p.add_argument("--cache", default=default_cache_dir(), help="cache folder (default ./.emocache or $EMOCACHE_DIR)")
     p.add_argument("--stages", help="comma-separated stage specs, e.g. fbank,mfcc@tsin")
-    p.add_argument("--for", dest="for_head", help="the stages a head needs (manifests/<head>.toml)")
-    p.add_argument("--preset", help="with --for: the head's preset (default paper; manifests/presets.toml)")
+    p.add_argument("--for", dest="for_head", metavar="HEAD[,HEAD...]",
+                   help="the stages these heads read with --preset (its `extract` list in the manifests)")
+    p.add_argument("--preset", help="with --for: the heads' preset (default paper; `pipeline list` shows them)")
     p.add_argument("--config", help="TOML file: `stages = [...]` and a table of options per stage")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
 
@@ -149,7 +150,7 @@ def _labels(args, file_stages, default_labels):
         return [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.for_head:
         from .presets import head_labels
-        return head_labels([args.for_head], args.preset)
+        return head_labels(args.for_head, args.preset)
     return list(file_stages or default_labels())
 
 
@@ -250,7 +251,7 @@ def cmd_status(args):
 def cmd_list(args):
     from .corpora import load_all as corpora
     from .demo import load_all as demo_layouts
-    from .presets import head_stage_lists, named_configs
+    from .presets import head_presets, named_configs
     from .stages import load_all as stages
     print("corpora:", ", ".join(sorted(corpora())))
     print("demo layouts:", ", ".join(sorted(demo_layouts())))
@@ -262,7 +263,10 @@ def cmd_list(args):
         print(f"  {name:<14} v{cls.version:<4} {','.join(inputs) or '-':<14} {summary}")
     print("  (inputs: item fields, and <upstream stages> consumed)")
     print("named configurations:", ", ".join(sorted(named_configs())) or "none")
-    print("stage lists (--for):", ", ".join(sorted(head_stage_lists())) or "none")
+    print("stage lists (--for HEAD --preset P):" + ("" if head_presets() else " none"))
+    for head, presets in sorted(head_presets().items()):
+        for name, preset in presets.items():
+            print(f"  {head} {name}: {', '.join(preset.extract)}" + (f"  ({preset.about})" if preset.about else ""))
 
 
 def cmd_config(args):
@@ -324,7 +328,7 @@ def cmd_gc(args):
     if args.older_than is not None and args.older_than < 0:
         raise UsageError("--older-than must be >= 0 days")
     from .presets import head_labels, preset_stage_options
-    labels = head_labels(args.keep_for.split(","), args.preset) if args.keep_for else []
+    labels = head_labels(args.keep_for, args.preset) if args.keep_for else []
     labels += [label for label in args.keep or () if label not in labels]
     keep = {c.config_id for spec in resolve(labels, preset_stage_options(args.preset)) for c in _closure(spec)}
     with cache_lock(args.cache):

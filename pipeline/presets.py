@@ -1,5 +1,5 @@
 """The manifests: data files (TOML) that name stage configurations, head
-stage lists, label sets and paper tables.
+presets, label sets and paper tables.
 
 The packaged ones are the package `manifests` (the repo's top-level
 `manifests/` folder, shipped in the wheel), read through importlib.resources.
@@ -7,7 +7,9 @@ A user's own are read after them from `--manifests DIR` and from
 `$EMOCACHE_MANIFESTS` (a path list, `:`-separated). A user file may declare
 
     [stage.<stage>.<name>]       a named configuration `<stage>@<name>`
-    extract = ["fbank@mine"]     the stage list `--for <file stem>` extracts
+    [preset.<head>.<name>]       a head preset: `extract` (the stage list
+                                 `--for <head> --preset <name>` extracts), an
+                                 optional `dev` and `about`, and head options
     [labelsets.<corpus>.sets.<name>]   a label set, as in labelsets.toml
 
 A user file or entry whose name is already taken (by a packaged one or
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -41,7 +43,7 @@ def use_manifest_dirs(dirs):
     if dirs == _USER_DIRS and not _env_changed():
         return
     _USER_DIRS[:] = dirs
-    for cached in (manifest_files, named_configs, head_stage_lists):
+    for cached in (manifest_files, named_configs, head_presets):
         cached.cache_clear()
     from . import labels            # label sets merge the user manifests' too
     labels._sets.cache_clear()
@@ -107,10 +109,72 @@ def named_configs() -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Preset:
+    """One `[preset.<head>.<name>]` table: what `--for HEAD --preset NAME`
+    extracts and the head options it sets (checked by the head's Config)."""
+    head: str
+    name: str
+    extract: tuple                  # stage specs, in the table's order
+    where: str                      # the manifest file that declares it
+    dev: str = ""                   # `heads train --dev` when not given ("": none)
+    about: str = ""                 # one line: why the preset exists
+    values: dict = field(default_factory=dict)   # head option -> value
+
+    @property
+    def label(self) -> str:
+        return f"{self.where} [preset.{self.head}.{self.name}]"
+
+
+# Keys of a preset table that are not head options.
+PRESET_KEYS = ("extract", "dev", "about")
+
+
 @lru_cache(maxsize=None)
-def head_stage_lists() -> dict:
-    """file stem -> list of stage specs it needs (`extract = [...]`)."""
-    return {f.name[:-len(".toml")]: list(f.data["extract"]) for f in manifest_files() if "extract" in f.data}
+def head_presets() -> dict:
+    """head name -> {preset name -> Preset}, across the packaged and user
+    manifests; a preset declared twice is a ConfigError naming both files."""
+    out = {}
+    for f in manifest_files():
+        if "extract" in f.data:
+            raise ConfigError(f"manifest {_where(f)}: `extract` belongs in a [preset.<head>.<name>] table "
+                              "(the stage list of that head's preset)")
+        for head, table in f.data.get("preset", {}).items():
+            for name, entry in table.items():
+                preset = _preset(head, name, entry, _where(f))
+                known = out.setdefault(head, {})
+                if name in known:
+                    raise ConfigError(f"preset {head}.{name} is declared twice "
+                                      f"({known[name].where} and {preset.where})")
+                known[name] = preset
+    return out
+
+
+def _preset(head, name, entry, where) -> Preset:
+    label = f"{where} [preset.{head}.{name}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{label}: a preset is a table")
+    extract = entry.get("extract")
+    if not isinstance(extract, list) or not extract or not all(isinstance(s, str) and s for s in extract):
+        raise ConfigError(f"{label}: `extract` is required, the list of stage specs "
+                          f"`pipeline extract --for {head} --preset {name}` extracts")
+    for key in ("dev", "about"):
+        if not isinstance(entry.get(key, ""), str):
+            raise ConfigError(f"{label}: `{key}` is a string")
+    values = {k: v for k, v in entry.items() if k not in PRESET_KEYS}
+    return Preset(head, name, tuple(extract), where, entry.get("dev", ""), entry.get("about", ""), values)
+
+
+def find_preset(head, name=None) -> Preset:
+    """Preset `name` (default paper) of `head`; a ConfigError names the known ones."""
+    name = name or "paper"
+    presets = head_presets().get(head)
+    if not presets:
+        raise ConfigError(f"head {head}: no presets in the manifests (a [preset.{head}.paper] table with "
+                          f"`extract`; heads with presets: {', '.join(sorted(head_presets())) or 'none'})")
+    if name not in presets:
+        raise ConfigError(f"head {head}: unknown preset {name!r} (known: {', '.join(presets)})")
+    return presets[name]
 
 
 def user_labelsets() -> list:
@@ -147,15 +211,19 @@ def check_preset_inputs(preset, specs) -> list:
     return specs
 
 
-def head_labels(heads, preset=None) -> list:
-    """The stage specs `--for HEAD` extracts, for each head (a `--preset`
-    other than paper reads `manifests/<head>_<preset>.toml` when it exists)."""
-    lists = head_stage_lists()
+def head_labels(heads: str, preset=None) -> list:
+    """The stage specs `--for HEAD[,HEAD...] --preset P` extracts: each head's
+    preset's `extract`, in order, without repeats."""
     out = []
-    for head in heads:
-        name = f"{head}_{preset}" if preset and preset != "paper" and f"{head}_{preset}" in lists else head
-        if name not in lists:
-            raise ConfigError(f"--for {head}: no stage list for that head "
-                              f"(known: {', '.join(sorted(lists)) or 'none'})")
-        out += [label for label in lists[name] if label not in out]
+    for head in (h.strip() for h in heads.split(",") if h.strip()):
+        out += [label for label in find_preset(_head_name(head), preset).extract if label not in out]
     return out
+
+
+def _head_name(name) -> str:
+    """The head an alias stands for (`bert_only` is `bert_mlp`): presets are
+    declared under the registered name only."""
+    if name in head_presets():
+        return name
+    from heads.models import load_all
+    return load_all().aliases.get(name, name)

@@ -121,16 +121,17 @@ def demo_corpus_fixtures(layout, folder):
     return root, truth, items
 
 
-def demo_cache(base, layout, folder, stages_for, *demo_args) -> Path:
+def demo_cache(base, layout, folder, heads, *demo_args) -> Path:
     """Write a full demo corpus of `layout` under base/folder and extract
-    `--for stages_for --preset demo` into base/cache (in this process); returns the cache."""
+    `--for heads --preset demo` (heads: "HEAD[,HEAD...]") into base/cache
+    (in this process); returns the cache."""
     from pipeline.cli import main as pipeline
 
     root = Path(base) / folder
     assert pipeline(["demo-corpus", "--layout", layout, "--out", str(root), "--size", "full", *demo_args]) == 0
     cache = Path(base) / "cache"
     assert pipeline(["extract", "--dataset", layout, "--root", str(root), "--cache", str(cache),
-                     "--for", stages_for, "--preset", "demo", "--scheduler", "sync", "--quiet"]) == 0
+                     "--for", heads, "--preset", "demo", "--scheduler", "sync", "--quiet"]) == 0
     return cache
 
 

@@ -10,7 +10,6 @@ import torch
 
 from heads.models import load_all
 from heads.train import fit, seed_everything
-from pipeline.presets import head_stage_lists
 from pipeline.stage import ConfigError
 
 HEADS = load_all()
@@ -157,12 +156,6 @@ def check_tiny_overfit(cls, config, tmp_path):
     assert out["history"][-1]["train_wa"] == 1.0
     assert out["history"][-1]["train_loss"] < 0.2 * out["history"][0]["train_loss"]
     assert (tmp_path / "m.pt").exists()
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_default_stages_are_what_extract_for_gives(name):
-    cls = HEADS[name]
-    assert set(cls.stages()) <= set(head_stage_lists()[cls.manifest])
 
 
 def test_a_second_track_is_read_at_the_first_tracks_frame_times():

@@ -68,7 +68,7 @@ def test_superb_needs_the_model_and_names_the_missing_extraction(ssl_cache, tmp_
     assert rc == 2 and "--set ssl.model=" in capsys.readouterr().err
     assert train(cache, model, tmp_path / "run", "--set", "ssl.layers=[0,1]") == 3
     err = capsys.readouterr().err
-    assert f"--for superb --set 'ssl.model=\"{model}\"' --set 'ssl.layers=[0, 1]'" in err
+    assert f"--for superb --preset demo --set 'ssl.model=\"{model}\"' --set 'ssl.layers=[0, 1]'" in err
     assert not (tmp_path / "run").exists()
 
 

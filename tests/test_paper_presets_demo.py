@@ -82,10 +82,9 @@ def paper_models(tmp_path_factory):
     monkey.undo()
 
 
-def _extract(root, cache, dataset, *lists):
-    for name in lists:
-        assert pipeline(["extract", "--dataset", dataset, "--root", str(root), "--cache", str(cache),
-                         "--for", name, "--scheduler", "sync", "--quiet", *PAPER_SETS]) == 0
+def _extract(root, cache, dataset, heads):
+    assert pipeline(["extract", "--dataset", dataset, "--root", str(root), "--cache", str(cache),
+                     "--for", heads, "--scheduler", "sync", "--quiet", *PAPER_SETS]) == 0
 
 
 def _one_epoch(cache, tmp, model, *args, protocol="holdout"):
@@ -98,7 +97,7 @@ def _one_epoch(cache, tmp, model, *args, protocol="holdout"):
 @pytest.fixture(scope="module")
 def iemocap_cache(paper_models, demo_root):
     cache = paper_models / "iemocap-cache"
-    _extract(demo_root, cache, "iemocap", "tsin", "hff", "harmofusion")
+    _extract(demo_root, cache, "iemocap", ",".join(IEMOCAP_HEADS))
     return cache
 
 

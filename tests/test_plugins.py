@@ -47,7 +47,7 @@ def plugin(tmp_path_factory):
     site, manifests = base / "site", base / "manifests"
     files = doc_files()
     assert {"emo_energy/stage.py", "emo_energy/corpus.py", "emo_energy/head.py",
-            "manifests/wavfolder.toml"} <= set(files)
+            "manifests/wavfolder.toml", "manifests/energy_gru.toml"} <= set(files)
     for rel, text in files.items():
         dest = (base if rel.startswith("manifests/") else site) / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def test_plugin_listed_broken_one_named(plugin):
 def test_plugin_extracts_and_trains(plugin, wav_folder, tmp_path):
     cache, run = tmp_path / "cache", tmp_path / "run"
     r = command(plugin, "pipeline", "extract", "--dataset", "wavfolder", "--root", wav_folder,
-                "--cache", cache, "--for", "wavfolder", "--scheduler", "sync", "--json")
+                "--cache", cache, "--for", "energy_gru", "--preset", "demo", "--scheduler", "sync", "--json")
     assert r.returncode == 0, r.stderr
     tally = json.loads(r.stdout)
     n = sum(1 for _ in wav_folder.glob("*/*.wav"))

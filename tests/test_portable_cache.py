@@ -96,17 +96,17 @@ def test_user_named_configuration_extracts_and_trains(extracted, tmp_path, capsy
     root, cache = extracted
     c = tmp_path / "cache"
     shutil.copytree(cache, c)
-    mine = user_manifests(tmp_path / "mine", 'extract = ["fbank@mine"]\n\n[stage.fbank.mine]\nn_mels = 24\n')
+    mine = user_manifests(tmp_path / "mine", '[stage.fbank.mine]\nn_mels = 24\n\n[preset.fbank_bilstm.mine]\n'
+                                             'extract = ["fbank@mine"]\nstage = "fbank@mine"\nepochs = 1\n')
     try:
         capsys.readouterr()
         assert run_cli("config", "fbank@mine", "--manifests", mine) == 0
         assert "n_mels = 24" in capsys.readouterr().out
-        assert run_cli("extract", "--cache", c, "--for", "mine", "--manifests", mine, "--scheduler", "sync",
-                       "--quiet") == 0
+        assert run_cli("extract", "--cache", c, "--for", "fbank_bilstm", "--preset", "mine", "--manifests", mine,
+                       "--scheduler", "sync", "--quiet") == 0
         assert summary(capsys.readouterr().out)["fbank@mine"]["computed"] == 40
         rc = heads_main(["train", "--model", "fbank_bilstm", "--cache", str(c), "--manifests", str(mine),
-                         "--preset", "demo", "--set", "stage=fbank@mine", "--set", "epochs=1",
-                         "--out", str(tmp_path / "run"), "--quiet"])
+                         "--preset", "mine", "--out", str(tmp_path / "run"), "--quiet"])
         assert rc == 0
         monkeypatch.setenv("EMOCACHE_MANIFESTS", str(mine))        # the same folder through the environment
         use_manifest_dirs([])
@@ -118,7 +118,7 @@ def test_user_named_configuration_extracts_and_trains(extracted, tmp_path, capsy
 
 
 @pytest.mark.parametrize("name,text", [
-    ("tsin.toml", 'extract = ["fbank"]\n'),                       # a packaged file's name
+    ("tsin.toml", '[stage.fbank.other]\nn_mels = 24\n'),           # a packaged file's name
     ("other.toml", '[stage.fbank.tsin]\nn_mels = 24\n'),           # a packaged configuration's name
 ])
 def test_a_clashing_user_manifest_exits_2(extracted, tmp_path, capsys, name, text):

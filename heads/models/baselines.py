@@ -24,8 +24,6 @@ from pipeline.stage import ConfigError
 from ..head import Head, Input, TrainConfig, masked_softmax, pool_steps, run_lstm
 from . import HEADS
 
-_DEMO = {"epochs": 15, "batch_size": 16}
-
 
 def mlp(d_in, hidden, n_layers, n_classes, dropout):
     layers, d = [], d_in
@@ -51,7 +49,6 @@ class MLPConfig(TrainConfig):
 class VectorMLP(Head):
     """An MLP on one utterance-level vector."""
     Config = MLPConfig
-    presets = {"paper": {}, "demo": dict(_DEMO, hidden=64)}
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -80,7 +77,6 @@ class EgemapsConfig(MLPConfig):
 @HEADS.register()
 class EgemapsMLP(VectorMLP):
     name = "egemaps_mlp"
-    manifest = "egemaps_mlp"
     description = "MLP on eGeMAPS functionals (speech-only baseline)"
     Config = EgemapsConfig
 
@@ -94,7 +90,6 @@ class BertConfig(MLPConfig):
 @HEADS.register()
 class BertMLP(VectorMLP):
     name = "bert_mlp"
-    manifest = "bert_mlp"
     description = "MLP on the BERT [CLS] vector (text-only baseline)"
     Config = BertConfig
 
@@ -124,10 +119,8 @@ class FbankBiLSTM(Head):
     """BiLSTM over filterbank frames; a learned score per frame, softmax over
     the real frames, and the weighted sum of the states feeds a linear layer."""
     name = "fbank_bilstm"
-    manifest = "fbank_bilstm"
     description = "BiLSTM + attention pooling on log-mel frames (speech-only baseline)"
     Config = BiLSTMConfig
-    presets = {"paper": {}, "demo": dict(_DEMO, hidden=32, attention=16, frame_pool=4)}
 
     @classmethod
     def inputs(cls, config) -> dict:

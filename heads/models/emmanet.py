@@ -98,20 +98,8 @@ class Config(TrainConfig):
 @HEADS.register()
 class EMMANet(Head):
     name = "emmanet"
-    manifest = "emmanet"
-    paper_dev = "session-share"     # the paper halves the LR on a validation plateau: a share of the training videos
     description = "per-frame face BiGRU + audio and pose GRUs, attention anchored on the current face"
     Config = Config
-    presets = {
-        "paper": {},
-        # Small widths and a gentler lr: minutes on two CPU cores on the full
-        # demo corpus (ten 36 s videos); the audio stream of
-        # manifests/emmanet_demo.toml (random DeepSpectrum weights) and
-        # MediaPipe's face features, which need no weights file.
-        "demo": {"face_stage": "face@emmanet",
-                 "hidden": 32, "d_k": 16, "mlp_hidden": 32, "dropout": 0.1, "epochs": 12, "batch_size": 16,
-                 "lr": 3e-3, "train_every": 10, "audio_stage": "deepspectrum@emmanet_demo"},
-    }
 
     @classmethod
     def streams(cls, config) -> tuple:

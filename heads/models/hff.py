@@ -150,32 +150,8 @@ class Config(TrainConfig):
 @HEADS.register()
 class HFF(Head):
     name = "hff"
-    manifest = "hff"
     description = "MFCC CNN + BERT + frame CNN, dynamic/uncertainty weights, attention, GRU"
     Config = Config
-    presets = {
-        "paper": {},
-        # Narrower, a constant learning rate (without a dev part the plateau
-        # schedule would follow the training loss), modality dropout (the demo
-        # corpus puts an item's emotion in its wording, its prosody or both, so
-        # neither modality may be left unused), per-speaker standardisation and
-        # the 2-D speech CNN (unseen voices' prosody must carry the items whose
-        # words are neutral). Minutes on two CPU cores; the visual stream of
-        # manifests/hff_demo.toml. On the current demo corpus (sessions speak
-        # their own lines), leave one session out: UA 0.755 with the 1-D CNN at
-        # lr 1e-3 over 40 epochs; 0.800 with the 2-D CNN and per-speaker
-        # statistics; with lr 3e-4 over 80 epochs 0.821 (mean of seeds 0-2);
-        # with wider CNN channels and the mean weights of the last 20 epochs
-        # 0.858 (0.870, 0.871, 0.833); with the eGeMAPS LLD prosody track
-        # beside the CNN 0.926 (0.938, 0.903, 0.938; README, HFF). Those runs
-        # had one attention layer without a feed-forward block and the KL term
-        # at 1e-3, which the preset keeps.
-        "demo": {"layers": 1, "ff_mult": 0, "uncertainty_weight": 1e-3,
-                 "d": 64, "speech_conv": "2d", "speech_channels": (32, 64), "speech_kernel": 3, "frame_pool": 4,
-                 "epochs": 80, "batch_size": 16, "lr": 3e-4, "schedule": "none", "average_last": 20,
-                 "modality_dropout": 0.3, "max_frames": 600, "standardize": "speaker",
-                 "visual_stage": "frames@hff_demo", "prosody_stage": "opensmile@egemaps_lld"},
-    }
 
     @classmethod
     def inputs(cls, config) -> dict:

@@ -22,7 +22,7 @@ under both names with two default configs (MUSE: two highway layers):
   gate a = sigmoid(W [C; F] + b)) and classified by a linear layer.
 
 Auxiliary losses (weights default 0, i.e. off; each paper preset turns on
-the terms of that paper's total loss, `PAPER_LOSSES`):
+the terms of that paper's total loss: manifests/harmofusion.toml, muse.toml):
 - `consistency_weight` (HarmoFusion): the squared distance between the
   outputs of the last two deep-fusion layers (with one layer: its input and
   output), averaged over the valid frames and the dummy position; without
@@ -156,65 +156,11 @@ class MuseMGConfig(MGConfig):
     highway_layers: int = 2
 
 
-# Small widths and frame pooling: a CPU run on the demo corpus takes minutes.
-# No dev part there (leave one session out), so a fixed number of epochs
-# with one lr decay; text_dropout makes the prosody count (module docstring).
-# Per-speaker standardisation and 40 epochs: unseen voices' prosody must carry
-# the items whose words are neutral (UA 0.86 -> 0.91 on the first demo corpus,
-# multigranular 0.93). On the current one, whose sessions speak their own
-# lines, speech_dropout makes the words count too: UA 0.881 -> 0.886,
-# multigranular 0.875 -> 0.921. eGeMAPS LLDs beside the mel frames, 80
-# epochs and the mean weights of the last 20: 0.905 (seeds 0-2: 0.895,
-# 0.913, 0.908), where the 40-epoch preset gave 0.851 without them and
-# 0.864 with them on seed 0 (README, HarmoFusion). The multigranular model
-# with this preset: 0.870 (0.894, 0.851, 0.866); with _MG_DEMO 0.919
-# (0.905, 0.926, 0.925).
-_DEMO = {"d": 64, "heads": 4, "ff_dim": 128, "mel_hidden": 64, "phoneme_dim": 32, "frame_pool": 4,
-         "max_frames": 600, "dropout": 0.1, "text_dropout": 0.3, "speech_dropout": 0.15,
-         "epochs": 80, "batch_size": 8, "average_last": 20,
-         "lr": 1e-3, "weight_decay": 1e-4, "schedule": "step", "lr_step": 50, "clip": 1.0,
-         "standardize": "speaker", "prosody_stage": "opensmile@egemaps_lld"}
-
-# The multigranular model on top: with the [CLS] beside it, the fine-grained
-# branch left the held-out lines' words to the [CLS] and read neutral
-# prosody as neutral (words-only items 0.67-0.79 right). cls_dropout makes
-# the branch read words itself; the [CLS] takes the training fold's
-# statistics (a speaker's mix of lines is not a voice); classes weigh alike.
-_MG_DEMO = dict(_DEMO, proj_dim=64, cls_dropout=0.3, fold_inputs=("cls",), class_weights="balanced")
-
-# MUSE's two highway layers, each starting half transformed (gate bias 0),
-# pass a word only a quarter of itself at first. With _DEMO alone: 0.891
-# (seeds 0-2: 0.899, 0.903, 0.870). Starting them near carrying their
-# input (gate bias -2): 0.902 (0.905, 0.923, 0.878). Not kept: MUSE's
-# alignment loss at 0.1, 0.909 and 0.865 (seeds 0, 1).
-_MUSE_DEMO = dict(_DEMO, highway_bias=-2.0)
-
-# MUSE's multigranular model: _MG_DEMO gave 0.837 (seed 0), its words-only
-# items 0.64 right. The same gate bias and the paper's sigmoid gate between
-# the [CLS] and the fine-grained vector: 0.922 (seeds 0-2: 0.929, 0.898,
-# 0.938), words-only items 0.96-0.99. The gate alone: 0.896, 0.931 (seeds
-# 0, 1); the gate bias alone: 0.857 (seed 0).
-_MUSE_MG_DEMO = dict(_MG_DEMO, highway_bias=-2.0, gate=True)
-
-
-# The auxiliary terms of each paper's total loss (000 §3.1.6; 001 eq. 15).
-# Neither paper gives their weights: each of ours starts the term near a tenth
-# of the cross-entropy (measured; [sources.<head>] in the manifests).
-PAPER_LOSSES = {
-    "harmofusion": {"consistency_weight": 5e-3},
-    "muse": {"align_weight": 0.1},
-    "harmofusion_mg": {"consistency_weight": 5e-3},
-    "muse_mg": {"align_weight": 0.1, "emb_align_weight": 1e-3},
-}
-
-
 @HEADS.register()
 class HarmoFusion(Head):
     name = "harmofusion"
-    manifest = "harmofusion"
     description = "multilevel transformer: phonemes + words x mel frames, dummy-frame readout"
     Config = Config
-    presets = {"paper": PAPER_LOSSES["harmofusion"], "demo": _DEMO}
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -306,19 +252,15 @@ class HarmoFusion(Head):
 @HEADS.register()
 class Muse(HarmoFusion):
     name = "muse"
-    manifest = "muse"
     description = "MUSE multilevel transformer (HarmoFusion with two highway layers; alignment losses)"
     Config = MuseConfig
-    presets = {"paper": PAPER_LOSSES["muse"], "demo": _MUSE_DEMO}
 
 
 @HEADS.register()
 class HarmoFusionMG(HarmoFusion):
     name = "harmofusion_mg"
-    manifest = "harmofusion"
     description = "multigranular: BERT [CLS] + the multilevel transformer's vector, optional gate"
     Config = MGConfig
-    presets = {"paper": PAPER_LOSSES["harmofusion_mg"], "demo": _MG_DEMO}
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -359,7 +301,5 @@ class HarmoFusionMG(HarmoFusion):
 @HEADS.register()
 class MuseMG(HarmoFusionMG):
     name = "muse_mg"
-    manifest = "muse"
     description = "MUSE multigranular (BERT [CLS] + the MUSE multilevel transformer)"
     Config = MuseMGConfig
-    presets = {"paper": PAPER_LOSSES["muse_mg"], "demo": _MUSE_MG_DEMO}

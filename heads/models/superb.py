@@ -64,10 +64,8 @@ class SuperbConfig(TrainConfig):
 @HEADS.register()
 class Superb(Head):
     name = "superb"
-    manifest = "superb"
     description = "SUPERB emotion downstream: weighted layer sum, projection, mean pooling, linear (SSL speech)"
     Config = SuperbConfig
-    presets = {"paper": {}, "demo": {"epochs": 30, "lr": 1e-3, "batch_size": 16, "standardize": "fold"}}
 
     @classmethod
     def inputs(cls, config) -> dict:

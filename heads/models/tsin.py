@@ -79,21 +79,8 @@ class Config(TrainConfig):
 @HEADS.register()
 class TSIN(Head):
     name = "tsin"
-    manifest = "tsin"
     description = "speech LSTM + BERT tokens, temporal alignment, semantic interaction, LSTM fusion"
     Config = Config
-    presets = {
-        "paper": {},
-        # Small widths and few epochs: minutes on two CPU cores on the demo corpus.
-        # Per-speaker standardisation and 40 epochs: on unseen voices the
-        # speech branch must carry the items whose words are neutral.
-        # Modality dropout: without it the fused model leans on whichever
-        # branch fits a training item first and misses the items where only
-        # one modality carries the emotion (UA 0.889 -> 0.929 on the demo corpus).
-        "demo": {"d": 64, "d_fusion": 64, "si_dim": 32, "epochs": 40, "batch_size": 16,
-                 "lr": 2e-3, "weight_decay": 1e-4, "schedule": "step", "lr_step": 25,
-                 "frame_pool": 4, "standardize": "speaker", "modality_dropout": 0.3},
-    }
 
     @classmethod
     def inputs(cls, config) -> dict:
