@@ -40,7 +40,8 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import Head, Input, TrainConfig, masked_mean, masked_softmax
+from ..head import Head, Input, TrainConfig
+from ..layers import masked_mean, masked_softmax
 from . import HEADS
 
 
