@@ -238,9 +238,10 @@ class Head(nn.Module):
                               f"(groups: {sorted(groups)})")
         if config.frame_pool < 1:
             raise ConfigError(f"head {cls.name}: frame_pool must be >= 1")
-        if (config.frame_pool > 1 or config.frame_track) and cls.frames not in cls.inputs(config):
-            raise ConfigError(f"head {cls.name}: frame_pool and frame_track need a frame input, which this "
-                              "configuration does not read")
+        # A configuration that leaves the frame input out (a text-only ablation) pools nothing.
+        if (config.frame_pool > 1 or config.frame_track) and cls.frames is None:
+            raise ConfigError(f"head {cls.name}: frame_pool and frame_track need a head with a frame input "
+                              "(this one reads no mel / MFCC frames)")
         cls.declared_inputs(config)             # refuses a bad frame_track
 
     @classmethod

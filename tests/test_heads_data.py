@@ -194,5 +194,5 @@ def test_declared_inputs_apply_the_shared_frame_options_to_the_frame_input():
     assert fbank.stages(config) == ["fbank@tsin", "opensmile@egemaps_lld"]
     bert = load_all()["bert_mlp"]
     from pipeline.stage import ConfigError
-    with pytest.raises(ConfigError, match="need a frame input"):
+    with pytest.raises(ConfigError, match="need a head with a frame input"):
         bert.make_config("paper", {"frame_pool": 2})

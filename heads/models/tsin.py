@@ -95,6 +95,12 @@ class TSIN(Head):
         return out
 
     @classmethod
+    def modality_groups(cls, config) -> dict:
+        """Speech and text, in every ablation: a unimodal ablation reads one of
+        them, so the other group holds nothing to drop (its items lose nothing)."""
+        return {"speech": ("speech",), "text": ("text",)}
+
+    @classmethod
     def check(cls, config):
         super().check(config)
         if any(k < 1 or k % 2 == 0 for k in config.kernels):
