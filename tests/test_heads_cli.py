@@ -55,11 +55,11 @@ def test_bad_options_fail_before_work(fbank_only, capsys, argv, message):
 
 def test_options_that_do_not_fit_the_inputs_fail_before_training(fbank_only, capsys, tmp_path):
     # HFF's 2-D speech CNN needs whole planes: the 6-wide fbank is not 4 of them (the fake cache has no
-    # prosody track, so the demo preset's is switched off).
+    # prosody track and no visual input, so the demo preset's track and dropout are switched off).
     rc = main(["train", "--model", "hff", "--cache", str(fbank_only), "--preset", "demo", "--set", "modalities=st",
                "--set", "speech_stage=fbank@tsin", "--set", "speech_array=fbank", "--set", "text_stage=mfcc",
-               "--set", "text_array=mfcc", "--set", "speech_planes=4", "--set", 'prosody_stage=""',
-               "--out", str(tmp_path / "run")])
+               "--set", "text_array=mfcc", "--set", "speech_conv=2d", "--set", "speech_planes=4",
+               "--set", 'frame_track=""', "--set", "modality_dropout=[]", "--out", str(tmp_path / "run")])
     out, err = capsys.readouterr()
     assert rc == 2 and "speech input width 6 is not 4 planes" in err
     assert "session protocol" not in out and not (tmp_path / "run").exists()   # before the folds, not in them
