@@ -79,6 +79,12 @@ class Superb(Head):
         return out
 
     @classmethod
+    def modality_groups(cls, config) -> dict:
+        """The speech states and the late-fusion vector; `layers` (the cached
+        layer count) is no modality."""
+        return {"speech": ("speech",), **({"fusion": ("fusion",)} if config.fusion_stage else {})}
+
+    @classmethod
     def check(cls, config):
         super().check(config)
         if config.projector < 1 or not 0 <= config.dropout < 1:
