@@ -131,6 +131,22 @@ def test_fold_inputs_are_read_as_stored_the_others_per_speaker(cache):
     assert standardize.fold_inputs(*_speaker("fake", standardize="none"), {"speech": 12}) == set()
 
 
+def test_training_evaluation_and_prediction_standardise_alike(cache):
+    """Training and `heads evaluate` (Data) and `heads predict` (Unlabelled)
+    prepare their data with the same function: the same items read the same."""
+    from heads.predict import Unlabelled
+    c, _ = cache
+    cls, config = _speaker("fake", fold_inputs=["speech"])
+    trained = Data(c, None, INPUTS, "6class")          # 6class keeps every item: the same speakers' items
+    standardize.prepare(cls, config, trained)
+    new = Unlabelled(c, "iemocap", INPUTS, trained.task)
+    standardize.prepare(cls, config, new)
+    assert set(new.ids) == set(trained.ids)
+    for item_id in trained.ids:
+        a, b = trained.subset([item_id])[0], new.subset([item_id])[0]
+        assert all(np.array_equal(a[k], b[k]) for k in INPUTS)
+
+
 # Two frame stages at different rates: fbank@harmofusion with a 12 ms hop, the
 # eGeMAPS low-level descriptors with 10 ms (step j of the first at track step round(1.2 j)).
 TRACKED = {"fbank@harmofusion": {"fbank": ("seq", 3)}, "opensmile@egemaps_lld": {"lld": ("seq", 2)}}
