@@ -28,6 +28,7 @@ from pipeline.shard import ShardReader
 from pipeline.stage import ConfigError
 
 from . import tasks
+from .head import Input
 from .standardize import apply_speaker_stats
 
 
@@ -230,3 +231,16 @@ def pool(x, k):
     starts = np.arange(0, len(x), k)
     sums = np.add.reduceat(x, starts, axis=0)
     return (sums / np.diff(np.append(starts, len(x)))[:, None]).astype(x.dtype)
+
+
+def track_input(frame, spec: str):
+    """The Input of `frame_track` ("STAGE_SPEC:ARRAY") read beside the frame
+    input, capped to the span the frame input's cap covers (through the track
+    step taken at the last capped frame); ConfigError for a bad form or a
+    stage without a frame rate."""
+    stage, sep, array = spec.rpartition(":")
+    if not (sep and stage and array):
+        raise ConfigError(f"frame_track: {spec!r} is not STAGE_SPEC:ARRAY (e.g. opensmile@egemaps_lld:lld)")
+    ratio = frame_ratio(frame.stage, stage, "frame_track")
+    cap = round((frame.cap - 1) * ratio) + 1 if frame.cap else None
+    return Input(stage, array, "seq", cap)

@@ -177,7 +177,8 @@ class Head(nn.Module):
         frame = inputs.get(cls.frames) if cls.frames else None
         if frame is None:
             return inputs
-        track = frame_track(frame, config.frame_track) if config.frame_track else None
+        from .data import track_input
+        track = track_input(frame, config.frame_track) if config.frame_track else None
         inputs[cls.frames] = dataclasses.replace(frame, pool=config.frame_pool, track=track)
         return inputs
 
@@ -232,7 +233,8 @@ class Head(nn.Module):
             raise ConfigError(f"head {cls.name}: fold_inputs needs standardize=speaker and names among "
                               f"the feature inputs {features} (not {unknown})")
         groups = cls.modality_groups(config)
-        unknown = sorted(set(parse_shares(config.modality_dropout, f"head {cls.name}: modality_dropout")) - set(groups))
+        shares = parse_shares(config.modality_dropout, f"head {cls.name}: modality_dropout")
+        unknown = sorted(set(shares) - set(groups))
         if unknown:
             raise ConfigError(f"head {cls.name}: modality_dropout names unknown group(s) {unknown} "
                               f"(groups: {sorted(groups)})")
@@ -268,20 +270,6 @@ class Head(nn.Module):
         """Stage specs the head reads with this config (default: the paper's)."""
         config = config or cls.make_config()
         return sorted({s for i in cls.declared_inputs(config).values() for s in i.stages})
-
-
-def frame_track(frame: Input, spec: str) -> Input:
-    """The Input of `frame_track` ("STAGE_SPEC:ARRAY") read beside the frame
-    input, capped to the span the frame input's cap covers (through the track
-    step taken at the last capped frame); ConfigError for a bad form or a
-    stage without a frame rate."""
-    from .data import frame_ratio
-    stage, sep, array = spec.rpartition(":")
-    if not (sep and stage and array):
-        raise ConfigError(f"frame_track: {spec!r} is not STAGE_SPEC:ARRAY (e.g. opensmile@egemaps_lld:lld)")
-    ratio = frame_ratio(frame.stage, stage, "frame_track")
-    cap = round((frame.cap - 1) * ratio) + 1 if frame.cap else None
-    return Input(stage, array, "seq", cap)
 
 
 def source_tables() -> dict:

@@ -148,7 +148,8 @@ def check_tiny_overfit(cls, config, tmp_path):
     config = dataclasses.replace(config, epochs=60, lr=3e-3, weight_decay=0.0, schedule="none",
                                  patience=0, clip=1.0)
     # No dropout of units or modalities, so the training accuracy measures fit, not noise.
-    config = dataclasses.replace(config, modality_dropout=(), **({"dropout": 0.0} if hasattr(config, "dropout") else {}))
+    unit_dropout = {"dropout": 0.0} if hasattr(config, "dropout") else {}
+    config = dataclasses.replace(config, modality_dropout=(), **unit_dropout)
     batch, dims = _batch(cls, config, lengths=(6, 5, 4, 3, 6, 2, 5, 4))
     model = cls(config, dims, N_CLASSES)
     out = fit(model, [batch], None, config, list("abcd"), torch.device("cpu"), tmp_path / "m.pt",
