@@ -12,7 +12,7 @@ from test_heads_models import N_CLASSES, _batch, check_forward_backward, check_p
 
 from heads.models import load_all
 from heads.models._hff_encoders import SpeechEncoder, max_bins, resample_steps
-from heads.models.hff import MODALITIES, DynamicWeights, combine, confidence, fused_variance, uncertainty_weights
+from heads.models.hff import DynamicWeights, combine, confidence, fused_variance, uncertainty_weights
 from heads.protocols import Fold, LeakageError, Options, ProtocolError, assert_no_leakage, make_folds
 from pipeline.stage import ConfigError
 
@@ -32,12 +32,6 @@ CNNS = [({"speech_conv": "1d"}, "1d"), ({"speech_conv": "2d", "speech_planes": 1
 
 
 def _hff(**values):
-    """The demo preset; with `modalities`, its shared options fitted to the inputs read (modality
-    dropout over their groups; without speech, no frame options)."""
-    letters = values.get("modalities", "stv")
-    values.setdefault("modality_dropout", tuple(f"{MODALITIES[m]}:0.1" for m in MODALITIES if m in letters))
-    if "s" not in letters:
-        values = {"frame_pool": 1, "frame_track": "", **values}
     return HFF.make_config("demo", values)
 
 
@@ -120,7 +114,10 @@ def test_variant_names_and_inputs():
     assert sorted(sv) == ["speech", "visual"] and sv["speech"].track.stage == "opensmile@egemaps_lld"
     assert sv["speech"].pool == 4 and sv["visual"].track is None and sv["visual"].pool == 1
     assert sorted(HFF.declared_inputs(_hff(modalities="tv"))) == ["text", "visual"]
-    assert HFF.modality_groups(_hff(modalities="sv")) == {"speech": ("speech",), "visual": ("visual",)}
+    # Every modality is a group in every ablation: the demo's dropout serves them all.
+    assert HFF.modality_groups(_hff(modalities="sv")) == {"speech": ("speech",), "text": ("text",),
+                                                         "visual": ("visual",)}
+    assert _hff(modalities="t").modality_dropout == ("speech:0.1", "text:0.1", "visual:0.1")
     paper = HFF.make_config("paper")
     assert HFF.stages(paper) == ["bert@hff", "frames@hff", "mfcc@hff"]
     assert HFF.stages(_hff()) == ["bert@hff", "frames@hff_demo", "mfcc@hff", "opensmile@egemaps_lld"]
@@ -138,7 +135,7 @@ def test_paper_preset_is_the_papers_recipe():
     ({"modalities": "ss"}, "each once"), ({"d": 60, "heads": 8}, "divisible"),
     ({"speech_kernel": 4}, "odd"), ({"confidence_eps": 0.0}, "confidence_eps"),
     ({"speech_planes": 0}, "planes"), ({"speech_conv": "3d"}, "speech_conv"),
-    ({"modalities": "st", "modality_dropout": ("visual:0.1",)}, "visual"),
+    ({"modality_dropout": ("face:0.1",)}, r"unknown group\(s\) \['face'\] \(groups: \['speech', 'text', 'visual'\]\)"),
 ])
 def test_bad_options_fail_before_any_work(values, message):
     with pytest.raises(ConfigError, match=message):

@@ -60,7 +60,7 @@ options `frame_pool` and `frame_track` (heads/head.py) average its frames and
 join a second frame track (e.g. eGeMAPS LLDs) to each MFCC frame before the
 CNN sees it; the 2-D CNN then needs the joined width to be whole planes
 (`check_dims`). The shared modality dropout (heads/regularize.py) has one
-group per modality (speech, text, visual).
+group per modality (speech, text, visual) in every ablation.
 """
 from __future__ import annotations
 
@@ -172,6 +172,13 @@ class HFF(Head):
             stage, array, cap = sources[MODALITIES[m]]
             out[MODALITIES[m]] = Input(stage, array, "seq", cap)
         return out
+
+    @classmethod
+    def modality_groups(cls, config) -> dict:
+        """Speech, text and visual, whichever `modalities` reads: an ablation
+        without one holds nothing to drop in its group (its items lose nothing),
+        so one modality_dropout setting serves every ablation."""
+        return {name: (name,) for name in MODALITIES.values()}
 
     @classmethod
     def check(cls, config):
