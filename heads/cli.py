@@ -362,6 +362,7 @@ def cmd_evaluate(args):
     from pipeline.stage import make_config
     from .metrics import aggregate
     from .report import load_run
+    from . import standardize
     from .train import device_of, load_checkpoint, loader, predict, score
 
     record = load_run(args.run)
@@ -378,9 +379,7 @@ def cmd_evaluate(args):
     stages = record.get("stage_overrides") or {}
     check_cache(cache, dataset, cls, config, stages=stages)
     data = cls.open_data(cache, dataset, config, stages)
-    per_speaker = cls.speaker_normalised(config)
-    if per_speaker:
-        data.normalise_per_speaker(per_speaker, config.speaker_center)
+    standardize.prepare(cls, config, data)
     run_task = record.get("task") or {"kind": "classification", "classes": record["classes"]}
     if data.task.describe() != run_task:
         raise UsageError(f"the label set's task differs: run {run_task}, dataset {data.task.describe()}")

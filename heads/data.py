@@ -5,12 +5,17 @@ where each needed output lives (shard, row) for every item the label set
 keeps, and refuses missing or stale outputs with the `pipeline extract`
 command that makes them. Items whose extraction failed are dropped and listed.
 
+An input's `pool` and `track` (heads/head.py `Input`) are resolved here, in
+numpy: the track's steps are taken at the input's step times and joined
+feature-wise, then every `pool` consecutive steps are averaged.
+
 Rows are read on demand through `pipeline.shard.ShardReader`, which keeps a
 bounded number of shard files open per process and opens its own in each
 DataLoader worker, so memory does not grow with the corpus.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,8 +25,11 @@ from torch.utils.data import Dataset
 from pipeline import labels as labelsets
 from pipeline.api import NotInCache
 from pipeline.shard import ShardReader
+from pipeline.stage import ConfigError
 
 from . import tasks
+from .head import Input
+from .standardize import apply_speaker_stats
 
 
 @dataclass
@@ -67,13 +75,13 @@ class Data:
         kept = self.label_items(items)
         ids = [it.id for it, _ in kept]
         self.sources = {}
-        for stage in sorted({i.stage for i in self.inputs.values()}):
+        for stage in sorted({s for i in self.inputs.values() for s in i.stages}):
             self.sources[stage] = locate(cache, self.dataset, stage, ids, overrides)
         self.dropped = {i: f"{s.label}: {msg}" for s in self.sources.values() for i, msg in s.failed.items()}
         kept = [(it, c) for it, c in kept if it.id not in self.dropped]
         self.items = {it.id: it for it, _ in kept}
         self.labels = {it.id: label for it, label in kept}
-        self.item_stats = None              # item id -> {input: (mean, std)} when normalising per speaker
+        self.item_stats = None              # item id -> {input: (mean, std)}: heads/standardize.py per speaker
 
     def make_task(self, labelset, items=None):
         """The label set's task (data without labels, for prediction, brings
@@ -86,21 +94,6 @@ class Data:
         kept = [(it, labelsets.apply(it, self.labelset)) for it in items]
         return [(it, self.task.target(c)) for it, c in kept if c is not None]
 
-    def normalise_per_speaker(self, names=(), center="mean"):
-        """Standardise every item's inputs `names` (empty: all) with its
-        speaker's statistics (over all of that speaker's items, centred by
-        `center` as in `input_stats`; labels are not used)."""
-        if self.item_stats is not None:
-            return
-        by_speaker = {}
-        for item_id, item in self.items.items():
-            by_speaker.setdefault(item.speaker or "", []).append(item_id)
-        per_item = {}
-        for ids in by_speaker.values():
-            stats = {n: s for n, s in input_stats(self.subset(ids), center).items() if not names or n in names}
-            per_item.update({i: stats for i in ids})
-        self.item_stats = per_item
-
     @property
     def ids(self) -> list:
         return list(self.items)
@@ -108,15 +101,14 @@ class Data:
     def dims(self) -> dict:
         """feature input name -> trailing width (1 for scalars per step);
         "ids" and "raw" inputs are not features and have no entry."""
-        out = {}
-        for name, inp in self.inputs.items():
-            if not inp.is_feature:
-                continue
-            src = self.sources[inp.stage]
-            shard = next(iter(src.locations.values()))[0]
-            dims = self.reader.dims(shard, inp.array)
-            out[name] = int(np.prod(dims)) if dims else 1
-        return out
+        return {name: self.width(inp) for name, inp in self.inputs.items() if inp.is_feature}
+
+    def width(self, inp) -> int:
+        """Trailing width of an input as read: its array's, plus its track's."""
+        src = self.sources[inp.stage]
+        shard = next(iter(src.locations.values()))[0]
+        dims = self.reader.dims(shard, inp.array)
+        return (int(np.prod(dims)) if dims else 1) + (self.width(inp.track) if inp.track else 0)
 
     def provenance(self) -> dict:
         """Per stage spec: its configuration id and the cache key of every item used."""
@@ -137,6 +129,15 @@ class Data:
         src = self.sources[inp.stage]
         shard, row = src.locations[item_id]
         return self.reader.array(shard, row, array, src.keys[item_id], cap or None)
+
+    def steps(self, item_id, inp):
+        """An input's features for one item, as the head reads them: its
+        capped array, with its track joined, pooled (see `join_track`, `pool`)."""
+        x = _as_features(self.read(item_id, inp, inp.array, inp.cap), inp.kind)
+        if inp.track is not None:
+            track = _as_features(self.read(item_id, inp.track, inp.track.array, inp.track.cap), "seq")
+            x = join_track(x, track, frame_ratio(inp.stage, inp.track.stage, "frame_track"))
+        return pool(x, inp.pool) if inp.kind != "vec" else x
 
     def times(self, item_id, inp, array):
         src = self.sources[inp.stage]
@@ -162,11 +163,8 @@ class CachedDataset(Dataset):
         item_id = self.ids[i]
         out = {"id": item_id, "label": self.data.labels[item_id]}
         for name, inp in self.data.inputs.items():
-            out[name] = _as_features(self.data.read(item_id, inp, inp.array, inp.cap), inp.kind)
-            if self.data.item_stats is not None and name in self.data.item_stats[item_id]:
-                mean, std = self.data.item_stats[item_id][name]
-                out[name] = (out[name] - mean) / std
-        return out
+            out[name] = self.data.steps(item_id, inp)
+        return apply_speaker_stats(self.data, item_id, out)
 
 
 def _as_features(x, kind):
@@ -197,30 +195,52 @@ def collate(batch):
     return out
 
 
-def input_stats(dataset: "CachedDataset", center="mean") -> dict:
-    """input name -> (centre, spread) per feature over every valid step of
-    every item (training fold only: test statistics must not leak into the
-    model). `center`: "mean" (spread: the std), or "median": the median of
-    the items' means, the spread being the root mean square distance of the
-    steps from it. Only feature inputs ("seq", "vec") have statistics."""
-    sums, sqs, counts, item_means = {}, {}, {}, {}
-    features = {name for name, inp in dataset.data.inputs.items() if inp.is_feature}
-    for i in range(len(dataset)):
-        for name, x in dataset[i].items():
-            if name not in features:
-                continue
-            x = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
-            sums[name] = sums.get(name, 0.0) + x.sum(0)
-            sqs[name] = sqs.get(name, 0.0) + (x * x).sum(0)
-            counts[name] = counts.get(name, 0) + len(x)
-            if len(x):
-                item_means.setdefault(name, []).append(x.mean(0))
-    out = {}
-    for name in sums:
-        n = max(counts[name], 1)
-        mean = sums[name] / n
-        loc = np.median(item_means[name], 0) if center == "median" and name in item_means else mean
-        # E[(x - loc)^2] = E[x^2] - 2 loc E[x] + loc^2: the std when loc is the mean
-        spread = np.sqrt(np.maximum(sqs[name] / n - 2 * loc * mean + loc * loc, 0.0))
-        out[name] = (loc.astype(np.float32), np.maximum(spread, 1e-5).astype(np.float32))
-    return out
+@functools.lru_cache(maxsize=None)
+def stage_rate(spec):
+    """Steps per second of a stage spec's output (None when it has no fixed
+    frame rate, e.g. utterance vectors)."""
+    from pipeline.graph import resolve
+    return getattr(resolve([spec])[-1].stage, "rate", None)
+
+
+def frame_ratio(spec, track_spec, option):
+    """How many `track_spec` steps one `spec` step lasts (for `join_track`);
+    ConfigError (naming the head option) when either has no frame rate."""
+    rates = {s: stage_rate(s) for s in (spec, track_spec)}
+    lacking = [s for s, r in rates.items() if not r]
+    if lacking:
+        raise ConfigError(f"{option}: {', '.join(lacking)} has no frame rate; a second track must be a "
+                          "frame sequence timed like the first (e.g. opensmile@egemaps_lld)")
+    return rates[track_spec] / rates[spec]
+
+
+def join_track(x, track, ratio):
+    """x (n, D) with, beside each step j, the track's step at the same time
+    (round(j * ratio), both from the item's start): (m, D + E). Steps past the
+    track's end are left out (only one track has them), so m <= n."""
+    index = np.round(np.arange(len(x)) * ratio).astype(np.int64)
+    index = index[index < len(track)]
+    return np.concatenate([x[:len(index)], track[index].astype(x.dtype)], axis=1)
+
+
+def pool(x, k):
+    """The mean of every k consecutive steps of x (n, D): ceil(n / k) steps,
+    the last one over the steps left."""
+    if k <= 1 or not len(x):
+        return x
+    starts = np.arange(0, len(x), k)
+    sums = np.add.reduceat(x, starts, axis=0)
+    return (sums / np.diff(np.append(starts, len(x)))[:, None]).astype(x.dtype)
+
+
+def track_input(frame, spec: str):
+    """The Input of `frame_track` ("STAGE_SPEC:ARRAY") read beside the frame
+    input, capped to the span the frame input's cap covers (through the track
+    step taken at the last capped frame); ConfigError for a bad form or a
+    stage without a frame rate."""
+    stage, sep, array = spec.rpartition(":")
+    if not (sep and stage and array):
+        raise ConfigError(f"frame_track: {spec!r} is not STAGE_SPEC:ARRAY (e.g. opensmile@egemaps_lld:lld)")
+    ratio = frame_ratio(frame.stage, stage, "frame_track")
+    cap = round((frame.cap - 1) * ratio) + 1 if frame.cap else None
+    return Input(stage, array, "seq", cap)

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from pipeline import labels as labelsets
 
 from .data import Data
+from .standardize import apply_speaker_stats
 
 DROPPED = -1                        # a frame the label set leaves out
 
@@ -239,8 +240,4 @@ class WindowDataset(Dataset):
         out.update({name: s[start:k + 1] for name, s in f.streams.items()})
         out[tl.anchor] = out[tl.anchor].copy()      # a view of the item's stream until now
         out[tl.anchor][-1] = f.current(frame)
-        stats = self.data.item_stats
-        if stats is not None:
-            for name, (mean, std) in stats[item_id].items():
-                out[name] = (out[name] - mean) / std
-        return out
+        return apply_speaker_stats(self.data, item_id, out)

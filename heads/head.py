@@ -20,6 +20,7 @@ from torch import nn
 
 from pipeline.stage import ConfigError, make_config
 
+from .regularize import drop_groups, parse_shares
 from .tasks import Classification
 
 
@@ -36,10 +37,17 @@ class Input:
     array: str                      # array name in that stage's output, e.g. "fbank"
     kind: Literal["seq", "vec", "ids", "raw"] = "seq"
     cap: Optional[int] = None       # keep at most this many steps (not for vec)
+    pool: int = 1                   # average every `pool` consecutive steps (after the cap)
+    track: Optional["Input"] = None  # a second frame sequence joined feature-wise at this one's step times
 
     @property
     def is_feature(self) -> bool:
         return self.kind in ("seq", "vec")
+
+    @property
+    def stages(self) -> tuple:
+        """The stage specs this input reads: its own, and its track's."""
+        return (self.stage, *(self.track.stages if self.track else ()))
 
 
 # Dev metrics a run can select on: a classification's (WA, UA, WF1, MF1), a
@@ -69,29 +77,29 @@ class TrainConfig:
     num_workers: int = 0            # DataLoader worker processes
     threads: int = 1                # CPU threads for torch (0: torch's default); small
                                     # recurrent heads run fastest on one thread
+    # Shared training options (docs/training.md): the training layer applies
+    # them to every head, no model reads them.
     # Per-feature standardisation of the inputs: "fold" with the training
     # fold's mean / std; "speaker" with each speaker's own (all of the
     # speaker's items, no labels: removes voice and level differences).
     standardize: Literal["fold", "speaker", "none"] = "fold"
-    # With "speaker": the inputs standardised per speaker (empty: every feature
-    # input); the others take the training fold's statistics. A speaker's mix
-    # of lines shifts its text statistics, not only its voice.
-    speaker_inputs: tuple[str, ...] = ()
-    # ... or the other way round: the inputs that take the training fold's
-    # statistics, every other feature input its speaker's (not with speaker_inputs).
+    # With "speaker": the inputs that take the training fold's statistics
+    # instead (a speaker's mix of lines shifts its text statistics, not only its voice).
     fold_inputs: tuple[str, ...] = ()
-    # With "speaker": where each speaker's statistics centre: "mean" of its
-    # steps, or "median" of its items' means, which a speaker with many
-    # items of one emotion moves less (its spread is then taken around it).
-    speaker_center: Literal["mean", "median"] = "mean"
     # Classification loss weights: "balanced" weighs each class by
     # n / (classes * n_class) over the training fold, so a frequent class
     # (IEMOCAP's merged hap+exc) does not pull the others' items towards it;
     # UA counts every class alike.
     class_weights: Literal["none", "balanced"] = "none"
+    # While training, an item loses one modality group ("GROUP:SHARE" each,
+    # shares disjoint, sum < 1): heads/regularize.py.
+    modality_dropout: tuple[str, ...] = ()
+    # The head's frame input (`Head.frames`): average every k steps, and join a
+    # second frame track ("STAGE_SPEC:ARRAY") at its step times before pooling.
+    frame_pool: int = 1
+    frame_track: str = ""
 
 
-TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 # Fields that choose how a run executes, never what it computes: a paper
 # preset's other fields each carry a source (`Head.sources`).
 RUNTIME_FIELDS = ("num_workers", "threads")
@@ -101,15 +109,20 @@ class Head(nn.Module):
     """Base class: subclasses set name, Config (presets: the manifests), and
     implement `inputs(config)` and `classify(batch) -> logits (B, C)`.
 
-    `forward` first standardises every input with per-feature statistics
-    of the training fold (buffers, so they travel with the checkpoint; the
-    identity until `set_input_stats` is called)."""
+    `forward` standardises every feature input with per-feature statistics
+    (buffers, so they travel with the checkpoint; the identity until
+    heads/standardize.py fills them), then, while training, drops modality
+    groups (heads/regularize.py), then classifies. Models never read the
+    shared training options themselves."""
     name = ""
     description = ""
     Config = TrainConfig
     # What the outputs mean and the base loss (heads/tasks.py); the training
     # loop sets the label set's task on each model, so heads never choose it.
     task = Classification()
+    # The input holding the head's frames (mel / MFCC / fbank): the one that
+    # `frame_pool` and `frame_track` apply to; None for heads without one.
+    frames: Optional[str] = None
 
     def __init__(self, config, dims: dict, n_classes: int):
         super().__init__()
@@ -120,17 +133,15 @@ class Head(nn.Module):
         for name, d in self.dims.items():
             self.register_buffer(f"mean_{name}", torch.zeros(d))
             self.register_buffer(f"std_{name}", torch.ones(d))
-
-    def set_input_stats(self, stats: dict):
-        """stats: input name -> (mean, std) arrays of its feature width."""
-        for name, (mean, std) in stats.items():
-            getattr(self, f"mean_{name}").copy_(torch.as_tensor(mean))
-            getattr(self, f"std_{name}").copy_(torch.as_tensor(std))
+        self.drop_shares = parse_shares(config.modality_dropout)
+        self.drop_groups = self.modality_groups(config) if self.drop_shares else {}
 
     def forward(self, batch):
         batch = dict(batch)
         for name in self.dims:
             batch[name] = (batch[name] - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}")
+        if self.training and self.drop_shares:
+            batch = drop_groups(batch, self.drop_groups, self.drop_shares)
         return self.classify(batch)
 
     def classify(self, batch):
@@ -153,7 +164,30 @@ class Head(nn.Module):
 
     @classmethod
     def inputs(cls, config) -> dict:
+        """name -> Input: the cached arrays the model reads (as it declares them)."""
         raise NotImplementedError
+
+    @classmethod
+    def declared_inputs(cls, config) -> dict:
+        """`inputs(config)` with the shared frame options applied to the frame
+        input (`frames`): `pool=config.frame_pool` and the `frame_track`
+        read beside it. Everything that reads a head's inputs uses this."""
+        inputs = dict(cls.inputs(config))
+        frame = inputs.get(cls.frames) if cls.frames else None
+        if frame is None:
+            return inputs
+        from .data import track_input
+        track = track_input(frame, config.frame_track) if config.frame_track else None
+        inputs[cls.frames] = dataclasses.replace(frame, pool=config.frame_pool, track=track)
+        return inputs
+
+    @classmethod
+    def modality_groups(cls, config) -> dict:
+        """group -> input names that `modality_dropout` drops together; by
+        default one group per feature or ids input, named after it ("raw"
+        inputs, e.g. word times, are never dropped). Heads override this
+        where a modality has several inputs."""
+        return {name: (name,) for name, inp in cls.inputs(config).items() if inp.kind != "raw"}
 
     @classmethod
     def make_config(cls, preset="paper", overrides=None):
@@ -194,28 +228,29 @@ class Head(nn.Module):
             raise ConfigError(f"head {cls.name}: lr must be > 0")
         if config.average_last < 0:
             raise ConfigError(f"head {cls.name}: average_last must be >= 0")
-        named = (*config.speaker_inputs, *config.fold_inputs)
-        features = sorted(n for n, i in cls.inputs(config).items() if i.is_feature) if named else []
-        for option in ("speaker_inputs", "fold_inputs"):
-            unknown = sorted(set(getattr(config, option)) - set(features))
-            if getattr(config, option) and (config.standardize != "speaker" or unknown):
-                raise ConfigError(f"head {cls.name}: {option} needs standardize=speaker and names among "
-                                  f"the feature inputs {features} (not {unknown})")
-        if config.speaker_inputs and config.fold_inputs:
-            raise ConfigError(f"head {cls.name}: give speaker_inputs or fold_inputs, not both")
-        if config.speaker_center != "mean" and config.standardize != "speaker":
-            raise ConfigError(f"head {cls.name}: speaker_center={config.speaker_center} needs standardize=speaker")
+        cls.check_shared(config)
 
     @classmethod
-    def speaker_normalised(cls, config) -> tuple:
-        """The feature inputs standardised per speaker: none unless
-        standardize=speaker; then speaker_inputs, or every feature input but
-        fold_inputs."""
-        if config.standardize != "speaker":
-            return ()
-        if config.speaker_inputs:
-            return tuple(config.speaker_inputs)
-        return tuple(n for n, i in cls.inputs(config).items() if i.is_feature and n not in config.fold_inputs)
+    def check_shared(cls, config):
+        """ConfigError for bad shared training options (TrainConfig's), before any work."""
+        features = sorted(n for n, i in cls.inputs(config).items() if i.is_feature)
+        unknown = sorted(set(config.fold_inputs) - set(features))
+        if config.fold_inputs and (config.standardize != "speaker" or unknown):
+            raise ConfigError(f"head {cls.name}: fold_inputs needs standardize=speaker and names among "
+                              f"the feature inputs {features} (not {unknown})")
+        groups = cls.modality_groups(config)
+        shares = parse_shares(config.modality_dropout, f"head {cls.name}: modality_dropout")
+        unknown = sorted(set(shares) - set(groups))
+        if unknown:
+            raise ConfigError(f"head {cls.name}: modality_dropout names unknown group(s) {unknown} "
+                              f"(groups: {sorted(groups)})")
+        if config.frame_pool < 1:
+            raise ConfigError(f"head {cls.name}: frame_pool must be >= 1")
+        # A configuration that leaves the frame input out (a text-only ablation) pools nothing.
+        if (config.frame_pool > 1 or config.frame_track) and cls.frames is None:
+            raise ConfigError(f"head {cls.name}: frame_pool and frame_track need a head with a frame input "
+                              "(this one reads no mel / MFCC frames)")
+        cls.declared_inputs(config)             # refuses a bad frame_track
 
     @classmethod
     def check_dims(cls, config, dims):
@@ -229,7 +264,7 @@ class Head(nn.Module):
         `overrides`: stage options ({stage label: {key: value}}) that select
         which extraction of the head's stage specs is read."""
         from .data import Data
-        return Data(cache, dataset, cls.inputs(config), config.labelset, overrides)
+        return Data(cache, dataset, cls.declared_inputs(config), config.labelset, overrides)
 
     @classmethod
     def variant(cls, config) -> str:
@@ -240,7 +275,7 @@ class Head(nn.Module):
     def stages(cls, config=None) -> list:
         """Stage specs the head reads with this config (default: the paper's)."""
         config = config or cls.make_config()
-        return sorted({i.stage for i in cls.inputs(config).values()})
+        return sorted({s for i in cls.declared_inputs(config).values() for s in i.stages})
 
 
 def source_tables() -> dict:
@@ -253,131 +288,3 @@ def source_tables() -> dict:
                 raise ValueError(f"sources of {name} are declared twice (second in {f.name})")
             out[name] = table
     return out
-
-
-def kept_modalities(b, m, share, device):
-    """(B, M) 1.0 for each of M modalities an item keeps while training with
-    modality dropout: a `share` of the items loses one modality drawn at
-    random, so that no modality is left unused because another one fits the
-    training items more easily (not in the papers; off by default)."""
-    keep = torch.ones(b, m, device=device)
-    if share <= 0 or m < 2:
-        return keep
-    dropped = torch.rand(b, device=device) < share
-    which = torch.randint(m, (b,), device=device)
-    keep[dropped, which[dropped]] = 0.0
-    return keep
-
-
-def masked_mean(x, mask):
-    """Mean over dim 1 of x (B, N, D) counting only positions where mask (B, N) is True."""
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
-
-
-def masked_softmax(scores, mask, dim):
-    """Softmax that gives padded positions (mask False) exactly zero weight."""
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores, dim=dim) * mask.to(scores.dtype)
-
-
-def pool_steps(x, mask, k):
-    """Average every k consecutive valid steps (a shorter sequence for
-    recurrent layers); a pooled step is valid when any of its steps is."""
-    if k <= 1:
-        return x, mask
-    b, n, d = x.shape
-    pad = (-n) % k
-    x = nn.functional.pad(zero_pad(x, mask), (0, 0, 0, pad)).view(b, -1, k, d)
-    m = nn.functional.pad(mask, (0, pad)).view(b, -1, k)
-    counts = m.sum(-1, keepdim=True).clamp_min(1).to(x.dtype)
-    return x.sum(2) / counts, m.any(-1)
-
-
-def stage_rate(spec):
-    """Steps per second of a stage spec's output (None when it has no fixed
-    frame rate, e.g. utterance vectors)."""
-    from pipeline.graph import resolve
-    return getattr(resolve([spec])[-1].stage, "rate", None)
-
-
-def frame_ratio(spec, track_spec, option):
-    """How many `track_spec` steps one `spec` step lasts, for `track_at`;
-    ConfigError (naming the head option) when either has no frame rate."""
-    rates = {s: stage_rate(s) for s in (spec, track_spec)}
-    lacking = [s for s, r in rates.items() if not r]
-    if lacking:
-        raise ConfigError(f"{option}: {', '.join(lacking)} has no frame rate; a second track must be a "
-                          "frame sequence timed like the first (e.g. opensmile@egemaps_lld)")
-    return rates[track_spec] / rates[spec]
-
-
-def track_input(config, option="prosody_stage") -> Input:
-    """The Input of a second frame track read beside the speech stage
-    (`config.prosody_stage` / `prosody_array`), capped to the span that
-    `max_frames` speech frames cover (through the step `track_at` pairs
-    with the last of them)."""
-    ratio = frame_ratio(config.speech_stage, config.prosody_stage, option)
-    return Input(config.prosody_stage, config.prosody_array, "seq", round((config.max_frames - 1) * ratio) + 1)
-
-
-def track_at(n, ratio, track, track_mask):
-    """The steps of a second track at the times of n steps of a first one
-    (step j of the first starts where step round(j * ratio) of the track
-    does, both from the item's start): (B, n, E) and a mask that is False
-    where the track has no step, so callers AND it with their own mask."""
-    index = torch.round(torch.arange(n, device=track.device, dtype=torch.float64) * ratio).long()
-    inside = index < track.shape[1]
-    index = index.clamp(max=track.shape[1] - 1)
-    return track[:, index], track_mask[:, index] & inside
-
-
-def regroup(flat, flat_mask, lengths, lengths_mask):
-    """Cut each item's flat sequence (B, P) into consecutive groups of the
-    given lengths (B, N), e.g. a transcript's phoneme ids into words:
-    (B, N, L) with L the longest group, and its mask (B, N, L). Padded
-    groups count as empty; a step past the group's length or past the end
-    of the item's flat steps is masked and zero."""
-    lengths = torch.where(lengths_mask, lengths, torch.zeros_like(lengths))
-    starts = torch.cumsum(lengths, 1) - lengths
-    steps = torch.arange(max(int(lengths.max()) if lengths.numel() else 0, 1), device=flat.device)
-    index = starts.unsqueeze(-1) + steps                                  # (B, N, L)
-    b, n, length = index.shape
-    inside = (steps < lengths.unsqueeze(-1)) & (index < flat.shape[1])
-    flat_index = index.clamp(max=flat.shape[1] - 1).view(b, -1)
-    mask = inside & torch.gather(flat_mask, 1, flat_index).view(b, n, length)
-    values = torch.gather(flat, 1, flat_index).view(b, n, length)
-    return values * mask.to(values.dtype), mask
-
-
-def zero_pad(x, mask):
-    """Set padded steps of x (B, N, D) to zero so convolutions cannot see them."""
-    return x * mask.unsqueeze(-1).to(x.dtype)
-
-
-def run_lstm(lstm: nn.LSTM, x, mask):
-    """An LSTM over the valid steps only (packed), padded back to x's length.
-
-    Packing keeps padded steps out of the recurrence in both directions, so
-    their values never reach a valid step's output.
-    """
-    lengths = mask.sum(1).clamp_min(1).cpu()
-    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    out, _ = lstm(packed)
-    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    return zero_pad(out, mask)
-
-
-class MultiKernel(nn.Module):
-    """Three Conv1d branches (kernels 1, 3, 5 by default) over a sequence,
-    combined by an element-wise max across the branches (TSIN's multi-kernel
-    block). Padded steps are zeroed before the convolutions and after."""
-
-    def __init__(self, d_in, d_out, kernels=(1, 3, 5)):
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Conv1d(d_in, d_out, k, padding=k // 2) for k in kernels)
-
-    def forward(self, x, mask):
-        x = zero_pad(x, mask).transpose(1, 2)                      # (B, D, N)
-        branches = torch.stack([conv(x) for conv in self.convs])  # (K, B, D', N)
-        return zero_pad(branches.max(0).values.transpose(1, 2), mask)

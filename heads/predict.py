@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import standardize
 from .data import Data
 from .head import Head
 
@@ -157,10 +158,9 @@ def predict(run, dataset, root, cache_dir=None, out=None, workers=None, schedule
     reasons = unusable(cache, tallies.dataset, labels, overrides)
     means, models = {}, []
     if len(reasons) < len(item_ids):
-        data = Unlabelled(cache.leave_out(reasons, tallies.dataset), tallies.dataset, cls.inputs(config), task, overrides)
-        per_speaker = cls.speaker_normalised(config)
-        if per_speaker:
-            data.normalise_per_speaker(per_speaker, config.speaker_center)
+        inputs = cls.declared_inputs(config)
+        data = Unlabelled(cache.leave_out(reasons, tallies.dataset), tallies.dataset, inputs, task, overrides)
+        standardize.prepare(cls, config, data)
         means, models = average(run_dir, record, data, config, heads, device)
     out = Path(out or run_dir / "predict" / "predictions.csv")
     predicted = write_rows(out, item_ids, task, means, models, reasons)

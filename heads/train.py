@@ -28,7 +28,8 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from . import checkpoint
-from .data import collate, input_stats
+from . import standardize
+from .data import collate
 from .resume import FoldLog, claim
 from .tasks import as_task, better, check_options, from_description
 
@@ -314,11 +315,7 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
     device = torch.device(device)
     dims = data.dims()
     claim(Path(out_dir), _experiment(head_cls, config, data, folds, dims, precision))
-    per_speaker = head_cls.speaker_normalised(config)
-    if per_speaker:
-        data.normalise_per_speaker(per_speaker, config.speaker_center)
-    # The other feature inputs take the training fold's statistics (kept in the model's buffers).
-    by_fold = set(dims) - set(per_speaker) if config.standardize != "none" else set()
+    standardize.prepare(head_cls, config, data)
     runs = []
     for seed in seeds:
         for i, fold in enumerate(folds):
@@ -326,7 +323,7 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
             fold_log = FoldLog(out_dir, seed, i + 1)
             record = fold_log.finished()
             if record is None:
-                record = _train_fold(head_cls, config, data, fold, seed, dims, by_fold, device,
+                record = _train_fold(head_cls, config, data, fold, seed, dims, device,
                                      Path(out_dir) / "checkpoints" / f"seed{seed}_fold{i + 1}.pt",
                                      fold_log, progress, precision)
                 fold_log.finish(record)
@@ -338,12 +335,11 @@ def run_folds(head_cls, config, data, folds, seeds, out_dir: Path, device, progr
     return runs
 
 
-def _train_fold(head_cls, config, data, fold, seed, dims, by_fold, device, ckpt, fold_log, progress, precision):
+def _train_fold(head_cls, config, data, fold, seed, dims, device, ckpt, fold_log, progress, precision):
     seed_everything(seed)
     model = head_cls(config, dims, data.task.n_outputs)
     train_set = data.subset(fold.train, train=True)
-    if by_fold:
-        model.set_input_stats({n: s for n, s in input_stats(train_set).items() if n in by_fold})
+    standardize.fit_fold(model, head_cls, config, train_set)
     if config.class_weights == "balanced":
         model.class_weight = data.task.balanced_weights(train_set.targets())
     train = loader(train_set, config, shuffle=True, seed=seed, device=device)

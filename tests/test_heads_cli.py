@@ -39,6 +39,14 @@ def test_stages_outside_the_head_manifest_are_named(fbank_only, capsys):
     (["--set", "no_such_option=1"], "unknown option 'no_such_option'"),
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--protocol", "sideways"], "unknown protocol 'sideways'"),
+    (["--set", "modality_dropout=face:0.1"], "modality_dropout names unknown group(s) ['face']"),
+    (["--set", "modality_dropout=speech:0.6,text:0.4"], "the shares add up to 1"),
+    (["--set", "modality_dropout=speech:-0.1"], "must be >= 0"),
+    (["--set", "modality_dropout=speech"], "is not GROUP:SHARE"),
+    (["--set", "frame_pool=0"], "frame_pool must be >= 1"),
+    (["--set", "frame_track=opensmile@egemaps_lld"], "is not STAGE_SPEC:ARRAY"),
+    (["--set", "frame_track=opensmile@egemaps:functionals"], "opensmile@egemaps has no frame rate"),
+    (["--set", "fold_inputs=words", "--set", "standardize=speaker"], "fold_inputs needs standardize=speaker"),
 ])
 def test_bad_options_fail_before_work(fbank_only, capsys, argv, message):
     rc = main(["train", "--model", "tsin", "--cache", str(fbank_only), *argv])
@@ -47,11 +55,11 @@ def test_bad_options_fail_before_work(fbank_only, capsys, argv, message):
 
 def test_options_that_do_not_fit_the_inputs_fail_before_training(fbank_only, capsys, tmp_path):
     # HFF's 2-D speech CNN needs whole planes: the 6-wide fbank is not 4 of them (the fake cache has no
-    # prosody track, so the demo preset's is switched off).
+    # prosody track and no visual input, so the demo preset's track and dropout are switched off).
     rc = main(["train", "--model", "hff", "--cache", str(fbank_only), "--preset", "demo", "--set", "modalities=st",
                "--set", "speech_stage=fbank@tsin", "--set", "speech_array=fbank", "--set", "text_stage=mfcc",
-               "--set", "text_array=mfcc", "--set", "speech_planes=4", "--set", 'prosody_stage=""',
-               "--out", str(tmp_path / "run")])
+               "--set", "text_array=mfcc", "--set", "speech_conv=2d", "--set", "speech_planes=4",
+               "--set", 'frame_track=""', "--set", "modality_dropout=[]", "--out", str(tmp_path / "run")])
     out, err = capsys.readouterr()
     assert rc == 2 and "speech input width 6 is not 4 planes" in err
     assert "session protocol" not in out and not (tmp_path / "run").exists()   # before the folds, not in them
@@ -91,7 +99,7 @@ def test_list(capsys):
     assert "tsin" in out and "bert@tsin, fbank@tsin" in out and "speech_only" in out
 
 
-def test_speaker_inputs_leave_the_others_to_the_fold_statistics(fbank_only, capsys, tmp_path):
+def test_fold_inputs_take_the_fold_statistics_the_others_their_speakers(fbank_only, capsys, tmp_path):
     import torch
 
     def trained_state(name, option):
@@ -102,11 +110,7 @@ def test_speaker_inputs_leave_the_others_to_the_fold_statistics(fbank_only, caps
         assert rc == 0, capsys.readouterr().err
         return torch.load(run / "checkpoints" / "seed0_fold1.pt", weights_only=False)["state_dict"]
 
-    state = trained_state("run", 'speaker_inputs=["speech"]')
+    state = trained_state("run", 'fold_inputs=["text"]')
     # Speech came standardised per speaker; text is standardised in the model by the training fold.
     assert torch.equal(state["mean_speech"], torch.zeros(6)) and torch.equal(state["std_speech"], torch.ones(6))
     assert state["mean_text"].abs().sum() > 0 and not torch.equal(state["std_text"], torch.ones(4))
-    # fold_inputs names the complement: the same split of the inputs, the same statistics.
-    other = trained_state("again", 'fold_inputs=["text"]')
-    for name in ("mean_speech", "std_speech", "mean_text", "std_text"):
-        assert torch.equal(state[name], other[name])

@@ -8,10 +8,8 @@ import dataclasses
 import pytest
 import torch
 from heads_fake import fake_items
-from test_heads_models import (N_CLASSES, _batch, check_forward_backward, check_modality_dropout_is_off_in_evaluation,
-                               check_padding_changes_nothing, check_tiny_overfit)
+from test_heads_models import N_CLASSES, _batch, check_forward_backward, check_padding_changes_nothing, check_tiny_overfit
 
-from heads.head import kept_modalities
 from heads.models import load_all
 from heads.models._hff_encoders import SpeechEncoder, max_bins, resample_steps
 from heads.models.hff import DynamicWeights, combine, confidence, fused_variance, uncertainty_weights
@@ -28,8 +26,8 @@ SWITCHES = ({}, {"no_attention": True}, {"no_dynamic_weighting": True}, {"no_tem
 GRID = [(m, {}) for m in SUBSETS] + [(m, s) for s in SWITCHES[1:] for m in ("stv", "s", "tv")]
 # The speech CNN's two forms (the fake 2-D input is 2 coefficients per plane), and
 # its steps max-pooled rather than averaged onto the aligned steps.
-CNNS = [({"speech_conv": "1d", "frame_pool": 1}, "1d"), ({"speech_conv": "2d", "speech_planes": 1}, "2d-1plane"),
-        ({"speech_conv": "2d", "speech_planes": 5, "frame_pool": 2}, "2d-5planes"),
+CNNS = [({"speech_conv": "1d"}, "1d"), ({"speech_conv": "2d", "speech_planes": 1}, "2d-1plane"),
+        ({"speech_conv": "2d", "speech_planes": 5}, "2d-5planes"),
         ({"speech_bins": "max", "steps": 3}, "max-bins")]
 
 
@@ -63,7 +61,7 @@ OVERFIT = ([(m, {}) for m in SUBSETS] + [("stv", s) for s in SWITCHES[1:]]
 @pytest.mark.parametrize("modalities,switches", OVERFIT, ids=[f"{m}-{_name(s)}" for m, s in OVERFIT])
 def test_every_subset_and_switch_fits_a_tiny_batch(modalities, switches, tmp_path):
     # Without modality dropout, like without dropout: the fit is measured in training mode.
-    check_tiny_overfit(HFF, _hff(modalities=modalities, modality_dropout=0.0, **switches), tmp_path)
+    check_tiny_overfit(HFF, _hff(modalities=modalities, modality_dropout=(), **switches), tmp_path)
 
 
 def test_2d_speech_cnn_reads_the_mfcc_matrix_as_planes():
@@ -71,8 +69,8 @@ def test_2d_speech_cnn_reads_the_mfcc_matrix_as_planes():
     kernel that keeps the delta plane, a layer gives the max of relu(d) over
     each 2 x 2 block of (frames, coefficients), and the identity output layer
     passes those 2 values per pooled step through."""
-    config = _hff(speech_conv="2d", speech_planes=2, speech_channels=(1,), speech_kernel=1, frame_pool=1, d=2,
-                  heads=1)
+    config = _hff(speech_conv="2d", speech_planes=2, speech_channels=(1,), speech_kernel=1, d=2, heads=1,
+                  frame_track="")
     encoder = SpeechEncoder(8, config, True, True)
     with torch.no_grad():
         encoder.convs[0].weight.copy_(torch.tensor([0.0, 1.0]).view(1, 2, 1, 1))
@@ -94,34 +92,16 @@ def test_2d_speech_cnn_reads_the_mfcc_matrix_as_planes():
     HFF.check_dims(_hff(speech_conv="1d"), {"speech": 7})
 
 
-def test_prosody_track_joins_the_speech_cnn_steps():
-    """A 1x1 kernel keeping the MFCC delta plane and a kernel-1 prosody conv
-    that doubles its one descriptor: each pooled step is [max relu(delta)
-    over its 2 x 2 block, max relu(2 p) over its 2 frames], the tracks cut to
-    their common frames (the prosody track here is one frame longer, and one
-    item's prosody ends first)."""
-    config = _hff(speech_conv="2d", speech_planes=2, speech_channels=(1,), speech_kernel=1, frame_pool=1, d=2,
-                  heads=1, prosody_channels=1)
-    encoder = SpeechEncoder(4, config, True, True, prosody_dim=1)
-    assert encoder.reads("speech") == ("speech", "prosody")
-    with torch.no_grad():
-        encoder.convs[0].weight.copy_(torch.tensor([0.0, 1.0]).view(1, 2, 1, 1))
-        encoder.prosody[0].weight.fill_(2.0)
-        for layer in (encoder.convs[0], encoder.prosody[0], encoder.fc):
-            layer.bias.zero_()
-        encoder.fc.weight.copy_(torch.eye(2))
-    ceps = torch.zeros(4, 2)
-    deltas = torch.tensor([[1.0, -2], [-1, 5], [2, 3], [4, 0]])
-    x = torch.cat([ceps, deltas], 1)[None].repeat(2, 1, 1)             # (2, T=4, 4)
-    p = torch.tensor([3.0, -1, 0.5, 7, 100])[None, :, None].repeat(2, 1, 1)   # (2, 5, 1)
-    p_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
-    steps, mask, vector = encoder(x, torch.ones(2, 4, dtype=torch.bool), p, p_mask)
-    assert torch.equal(steps[0], torch.tensor([[5.0, 6.0], [4.0, 14.0]]))   # frames (1, 2) and (3, 4)
-    assert mask.tolist() == [[True, True], [True, True]]
-    assert torch.equal(steps[1], torch.tensor([[5.0, 6.0], [3.0, 1.0]]))    # item 2: frames (1, 2) and (3)
-    assert torch.equal(vector[0], torch.tensor([5.0, 14.0]))
-    without = SpeechEncoder(4, config, True, True)
-    assert without.reads("speech") == ("speech",) and without.fc.in_features == 1
+def test_2d_speech_cnn_refuses_a_joined_track_that_is_not_whole_planes():
+    """The demo's eGeMAPS LLDs (25) joined to 120 MFCCs (3 planes of 40) are
+    145 per frame: not planes, so the demo preset takes the 1-D CNN."""
+    assert _hff().speech_conv == "1d"
+    config = _hff(speech_conv="2d")
+    with pytest.raises(ConfigError, match=r"width 145 \(the MFCC frames joined with "
+                                          r"frame_track=opensmile@egemaps_lld:lld; use speech_conv=1d\)"):
+        HFF.check_dims(config, {"speech": 145, "text": 5})
+    HFF.check_dims(config, {"speech": 150})                              # 25 joined to 125: 3 planes of 50
+    HFF.check_dims(_hff(), {"speech": 145})
 
 
 def test_variant_names_and_inputs():
@@ -129,10 +109,15 @@ def test_variant_names_and_inputs():
     assert _hff(modalities="ts").ablation == "st"            # letters in the fusion's order
     assert _hff(modalities="tv", no_alignment=True).ablation == "tv+no_alignment"
     assert _hff(uncertainty=False).ablation == "no_uncertainty"
-    assert sorted(HFF.inputs(_hff(modalities="sv", prosody_stage=""))) == ["speech", "visual"]
-    # The prosody track belongs to speech: read with it, never without it.
-    assert sorted(HFF.inputs(_hff(modalities="sv"))) == ["prosody", "speech", "visual"]
-    assert sorted(HFF.inputs(_hff(modalities="tv"))) == ["text", "visual"]
+    # The frame track is read with the speech (joined to its frames), never without it.
+    sv = HFF.declared_inputs(_hff(modalities="sv"))
+    assert sorted(sv) == ["speech", "visual"] and sv["speech"].track.stage == "opensmile@egemaps_lld"
+    assert sv["speech"].pool == 4 and sv["visual"].track is None and sv["visual"].pool == 1
+    assert sorted(HFF.declared_inputs(_hff(modalities="tv"))) == ["text", "visual"]
+    # Every modality is a group in every ablation: the demo's dropout serves them all.
+    assert HFF.modality_groups(_hff(modalities="sv")) == {"speech": ("speech",), "text": ("text",),
+                                                         "visual": ("visual",)}
+    assert _hff(modalities="t").modality_dropout == ("speech:0.1", "text:0.1", "visual:0.1")
     paper = HFF.make_config("paper")
     assert HFF.stages(paper) == ["bert@hff", "frames@hff", "mfcc@hff"]
     assert HFF.stages(_hff()) == ["bert@hff", "frames@hff_demo", "mfcc@hff", "opensmile@egemaps_lld"]
@@ -149,7 +134,8 @@ def test_paper_preset_is_the_papers_recipe():
     ({"modalities": ""}, "non-empty subset"), ({"modalities": "sx"}, "non-empty subset"),
     ({"modalities": "ss"}, "each once"), ({"d": 60, "heads": 8}, "divisible"),
     ({"speech_kernel": 4}, "odd"), ({"confidence_eps": 0.0}, "confidence_eps"),
-    ({"frame_pool": 0}, "frame_pool"), ({"speech_planes": 0}, "planes"), ({"speech_conv": "3d"}, "speech_conv"),
+    ({"speech_planes": 0}, "planes"), ({"speech_conv": "3d"}, "speech_conv"),
+    ({"modality_dropout": ("face:0.1",)}, r"unknown group\(s\) \['face'\] \(groups: \['speech', 'text', 'visual'\]\)"),
 ])
 def test_bad_options_fail_before_any_work(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -283,15 +269,3 @@ def test_leakage_check_catches_a_dialogue_on_two_sides():
                  unit="dialog")
     with pytest.raises(LeakageError, match=f"dialog {dialog} is in both train and dev"):
         assert_no_leakage([leaky], items)
-
-
-def test_modality_dropout_removes_one_modality_from_some_training_items():
-    torch.manual_seed(0)
-    keep = kept_modalities(2000, 3, 0.4, "cpu")
-    lost = (keep == 0).sum(1)
-    assert set(lost.tolist()) == {0, 1} and abs(lost.float().mean() - 0.4) < 0.05
-    assert torch.equal(kept_modalities(50, 3, 0.0, "cpu"), torch.ones(50, 3))
-    dyn = DynamicWeights(2, 3)
-    alpha = dyn(torch.randn(2, 3, 2), torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]))
-    assert alpha[0, 1] == 0 and torch.allclose(alpha.sum(1), torch.ones(2))
-    check_modality_dropout_is_off_in_evaluation(HFF, _hff(modality_dropout=0.9))

@@ -147,8 +147,8 @@ def check_tiny_overfit(cls, config, tmp_path):
     config = dataclasses.replace(config, epochs=60, lr=3e-3, weight_decay=0.0, schedule="none",
                                  patience=0, clip=1.0)
     # No dropout of units or modalities, so the training accuracy measures fit, not noise.
-    dropouts = ("dropout", "text_dropout", "speech_dropout", "cls_dropout", "modality_dropout")
-    config = dataclasses.replace(config, **{k: 0.0 for k in dropouts if hasattr(config, k)})
+    unit_dropout = {"dropout": 0.0} if hasattr(config, "dropout") else {}
+    config = dataclasses.replace(config, modality_dropout=(), **unit_dropout)
     batch, dims = _batch(cls, config, lengths=(6, 5, 4, 3, 6, 2, 5, 4))
     model = cls(config, dims, N_CLASSES)
     out = fit(model, [batch], None, config, list("abcd"), torch.device("cpu"), tmp_path / "m.pt",
@@ -158,24 +158,14 @@ def check_tiny_overfit(cls, config, tmp_path):
     assert (tmp_path / "m.pt").exists()
 
 
-def test_a_second_track_is_read_at_the_first_tracks_frame_times():
-    from heads.head import frame_ratio, track_at, track_input
+def test_frame_rates_of_tracks():
+    from heads.data import frame_ratio
     # 12 ms mel frames against 10 ms LLD frames: frame j starts at 12 j ms, LLD step round(1.2 j).
-    ratio = frame_ratio("fbank@harmofusion", "opensmile@egemaps_lld", "prosody_stage")
-    assert ratio == pytest.approx(1.2)
-    track = torch.arange(5.0)[None, :, None].repeat(2, 1, 1)             # (2, 5, 1): step i holds i
-    track_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
-    steps, mask = track_at(5, ratio, track, track_mask)                  # steps round(0, 1.2, 2.4, 3.6, 4.8)
-    assert steps[0, :4, 0].tolist() == [0.0, 1.0, 2.0, 4.0]
-    assert mask.tolist() == [[True] * 4 + [False],                       # step 5 would be past the track
-                             [True, True, True, False, False]]           # item 2's track ends at step 3
-    # The track is read as far as the capped speech frames reach: frame 599 of 12 ms is LLD step 719.
-    assert track_input(HEADS["harmofusion"].make_config("demo")).cap == 720
-    assert HEADS["hff"].inputs(HEADS["hff"].make_config("demo"))["prosody"].cap == 600
+    assert frame_ratio("fbank@harmofusion", "opensmile@egemaps_lld", "frame_track") == pytest.approx(1.2)
     # Windowed functionals have a rate (1 / hop); one vector per item has none.
     assert frame_ratio("mfcc@hff", "opensmile@egemaps_2hz", "x") == pytest.approx(0.02)
-    with pytest.raises(ConfigError, match="prosody_stage: opensmile@egemaps has no frame rate"):
-        frame_ratio("mfcc@hff", "opensmile@egemaps", "prosody_stage")
+    with pytest.raises(ConfigError, match="frame_track: opensmile@egemaps has no frame rate"):
+        frame_ratio("mfcc@hff", "opensmile@egemaps", "frame_track")
 
 
 def test_tsin_alignment_and_interaction():
@@ -196,15 +186,10 @@ def test_tsin_alignment_and_interaction():
     assert torch.all(t2[0, 2] == 0)
 
 
-def test_tsin_modality_dropout_blanks_one_modality_only_while_training():
-    cls = HEADS["tsin"]
-    config = _config(cls, "full", modality_dropout=0.5)
-    batch, dims = _batch(cls, config, lengths=(9,) * 400)
-    model = cls(config, dims, N_CLASSES)
-    s, t = model.blank(torch.ones(400, 3, 2), torch.ones(400, 2, 2))
-    lost = torch.stack([(s == 0).all((1, 2)), (t == 0).all((1, 2))], 1)
-    assert lost.sum(1).max() == 1 and 0.35 < lost.any(1).float().mean() < 0.65
-    check_modality_dropout_is_off_in_evaluation(cls, config)
+@pytest.mark.parametrize("name", ["tsin", "fbank_bilstm"])
+def test_modality_dropout_is_off_in_evaluation(name):
+    cls = HEADS[name]
+    check_modality_dropout_is_off_in_evaluation(cls, _config(cls, "full", modality_dropout=("speech:0.5",)))
 
 
 def check_modality_dropout_is_off_in_evaluation(cls, config):
@@ -212,10 +197,10 @@ def check_modality_dropout_is_off_in_evaluation(cls, config):
     same weights give without it."""
     batch, dims = _batch(cls, config)
     model = cls(config, dims, N_CLASSES).eval()
-    plain = cls(dataclasses.replace(config, modality_dropout=0.0), dims, N_CLASSES).eval()
+    plain = cls(dataclasses.replace(config, modality_dropout=()), dims, N_CLASSES).eval()
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
-        assert torch.allclose(model.classify(batch), plain.classify(batch))
+        assert torch.allclose(model(batch), plain(batch))
 
 
 def test_tsin_paper_preset_is_the_papers_recipe():

@@ -14,8 +14,10 @@ from test_heads_models import (N_CLASSES, _batch, check_forward_backward, check_
                                check_tiny_overfit)
 
 from heads.cli import main as heads_main
-from heads.data import Data, collate, input_stats
-from heads.head import Input, regroup
+from heads.data import Data, collate
+from heads.standardize import input_stats
+from heads.head import Input
+from heads.layers import regroup
 from heads.models import load_all
 from heads.models._multilevel_net import Gate, Highway, alignment_kl, alignment_target
 from heads.protocols import LeakageError, Options, ProtocolError, assert_no_leakage, make_folds
@@ -30,7 +32,7 @@ OPTIONS = [
     {"fusion": "concat", "fusion_layers": 1, "consistency_weight": 0.5},
     {"fusion": "phoneme", "align_weight": 0.5},
     {"fusion": "word", "fusion_layers": 0},
-    {"text_layers": 0, "cross_layers": 2, "norm_first": True, "highway_bias": -2.0, **AUX},
+    {"text_layers": 0, "cross_layers": 2, "norm_first": True, **AUX},
 ]
 MG_OPTIONS = [{"gate": True, "emb_align_weight": 0.5}, {"fusion": "word", **AUX}]
 CASES = [("harmofusion", o) for o in OPTIONS] + [("harmofusion_mg", o) for o in MG_OPTIONS]
@@ -51,7 +53,7 @@ def test_every_option_forward_backward_and_padding(name, options):
 def test_tiny_overfit_with_gate_and_every_auxiliary_loss(tmp_path):
     cls = HEADS["muse_mg"]
     config = cls.make_config("demo", {"fusion": "concat", "gate": True, "emb_align_weight": 0.1,
-                                      "text_dropout": 0.0, **AUX})
+                                      "modality_dropout": (), **AUX})
     check_tiny_overfit(cls, config, tmp_path)
 
 
@@ -75,24 +77,18 @@ def test_auxiliary_terms_enter_the_loss(name, options, terms):
         assert torch.isfinite(term) and term > 0
 
 
-def test_embedding_term_skips_items_whose_cls_is_hidden():
-    """The [CLS]-to-fine distance averages over the items whose [CLS] is
-    seen: a hidden one has no [CLS] view to agree with."""
+def test_embedding_term_is_the_mean_cls_to_fine_distance():
     cls = HEADS["muse_mg"]
     config = cls.make_config("demo", {"dropout": 0.0, "emb_align_weight": 0.5})
     batch, dims = _batch(cls, config)
     torch.manual_seed(0)
-    model = cls(config, dims, N_CLASSES)
-    n = len(batch["id"])
-    text, speech, hidden = (torch.zeros(n, dtype=torch.bool) for _ in range(3))
-    text[0], hidden[1] = True, True
-    model.hidden_parts = lambda *_: [text, speech, hidden]
+    model = cls(config, dims, N_CLASSES).eval()
     fine = {}
     model.proj_fine.register_forward_hook(lambda _m, _i, out: fine.update(f=out))
     with torch.no_grad():
         model(batch)
         gap = (model.proj_cls(batch["cls"]) - fine["f"]).pow(2).sum(-1)
-    assert torch.allclose(model.aux_losses["embedding"], 0.5 * gap[2:].mean(), atol=1e-5)
+    assert torch.allclose(model.aux_losses["embedding"], 0.5 * gap.mean(), atol=1e-5)
 
 
 def _timed_batch(cls, config):
@@ -116,19 +112,6 @@ def test_highway_layer_is_the_formula():
     u = torch.tensor([[2.0, 3.0]])
     # H = relu([2.5, -3]) = [2.5, 0]; z = H*T + u*(1-T) = [2.5*0.5 + 2*0.5, 0*1 + 3*0] = [2.25, 0]
     assert torch.allclose(layer(u), torch.tensor([[2.25, 0.0]]), atol=1e-6)
-
-
-def test_highway_gate_bias_starts_each_layer_near_carrying_its_input():
-    torch.manual_seed(0)
-    u = torch.randn(5, 3)
-    assert torch.allclose(Highway(3, gate_bias=-20.0)(u), u, atol=1e-6)
-    assert not torch.allclose(Highway(3)(u), u, atol=1e-2)
-    cls = HEADS["muse"]
-    config = cls.make_config("demo")            # MUSE's demo preset sets the bias for both layers
-    model = cls(config, _batch(cls, config)[1], N_CLASSES)
-    assert [layer.t.bias.detach().unique().tolist() for layer in model.encoder.highway] == [[-2.0], [-2.0]]
-    mg = HEADS["muse_mg"].make_config("demo")
-    assert (mg.highway_bias, mg.gate) == (-2.0, True)
 
 
 def test_gate_mixes_cls_and_fine_vectors():
@@ -168,30 +151,34 @@ def test_logits_read_only_the_dummy_position():
         handle.remove()
 
 
-def test_prosody_track_joins_each_mel_frame_at_its_time():
-    """The demo preset's eGeMAPS track (10 ms) beside 12 ms mel frames: frame
-    j gets LLD step round(1.2 j); frames past either track are masked."""
+def test_the_speech_input_is_the_frame_input_with_the_demo_track_and_pooling():
+    """The data layer joins the demo preset's eGeMAPS track to the mel frames
+    and pools them; the model reads the joined width (its dummy frame too)."""
     cls = HEADS["harmofusion"]
     config = cls.make_config("demo")
-    assert config.prosody_stage == "opensmile@egemaps_lld"
-    speech = torch.arange(4.0)[None, :, None].repeat(1, 1, 2)              # (1, 4, 2)
-    prosody = 10 + torch.arange(4.0)[None, :, None]                       # (1, 4, 1): one step short
-    batch = {"speech": speech, "speech_mask": torch.ones(1, 4, dtype=torch.bool),
-             "prosody": prosody, "prosody_mask": torch.ones(1, 4, dtype=torch.bool)}
-    model = cls(config, {"speech": 2, "prosody": 1, "words": 3, "phoneme_ids": 1, "phoneme_lengths": 1}, N_CLASSES)
-    frames, mask = model.encoder.frames(batch)
-    assert frames[0, :3].tolist() == [[0.0, 0.0, 10.0], [1.0, 1.0, 11.0], [2.0, 2.0, 12.0]]
-    assert mask.tolist() == [[True, True, True, False]]                   # round(3.6) = 4 is past the track
-    assert model.encoder.dummy.shape == (3,)
-    without = cls(cls.make_config("demo", {"prosody_stage": ""}), {"speech": 2, "words": 3}, N_CLASSES)
-    assert without.encoder.frames(batch)[0] is speech
+    speech = cls.declared_inputs(config)["speech"]
+    assert (speech.pool, speech.track.stage, speech.track.array) == (4, "opensmile@egemaps_lld", "lld")
+    assert cls.declared_inputs(cls.make_config("paper"))["speech"] == cls.inputs(cls.make_config("paper"))["speech"]
+    model = cls(config, {"speech": 153, "words": 3}, N_CLASSES)
+    assert model.encoder.dummy.shape == (153,) and model.encoder.mel_prenet[0].in_features == 153
 
 
-def _hidden_while_training(cls, dropouts, change):
-    """With nearly every training item losing one modality (`dropouts`),
-    changing that modality's inputs (`change(batch)`) changes nothing while
-    training and does change the output in evaluation. Returns what it built."""
-    config = cls.make_config("demo", {"dropout": 0.0, **dropouts})
+@pytest.mark.parametrize("name,groups", [
+    ("harmofusion", {"text": ("words", "phoneme_ids"), "speech": ("speech",)}),
+    ("muse_mg", {"text": ("words", "phoneme_ids", "cls"), "speech": ("speech",), "cls": ("cls",)}),
+])
+def test_modality_groups(name, groups):
+    cls = HEADS[name]
+    assert cls.modality_groups(cls.make_config("paper")) == groups
+    assert cls.modality_groups(cls.make_config("paper", {"fusion": "word"}))["text"][0] == "words"
+    assert cls.modality_groups(cls.make_config("paper", {"fusion": "phoneme"}))["text"][0] == "phoneme_ids"
+
+
+def _dropped_while_training(cls, dropout, change):
+    """With nearly every training item losing one group (`dropout`), changing
+    that group's inputs (`change(batch)`) changes nothing while training and
+    does change the output in evaluation. Returns the dims it built."""
+    config = cls.make_config("demo", {"dropout": 0.0, "modality_dropout": dropout})
     batch, dims = _batch(cls, config)
     other = change(batch)
     torch.manual_seed(0)
@@ -208,38 +195,19 @@ def test_text_dropout_hides_every_text_input_in_training_only(name):
     def change(batch):
         other = {k: (torch.randn_like(v) if k in ("words", "cls") else v) for k, v in batch.items()}
         return dict(other, phoneme_ids=torch.randint_like(batch["phoneme_ids"], 1, 60))
-    shares = {"text_dropout": 0.999, "speech_dropout": 0.0}
-    if "cls_dropout" in HEADS[name].Config.__dataclass_fields__:
-        shares["cls_dropout"] = 0.0             # the shares must sum to less than 1
-    _hidden_while_training(HEADS[name], shares, change)
+    _dropped_while_training(HEADS[name], ("text:0.999",), change)
 
 
-def test_speech_dropout_hides_every_frame_but_the_dummy_in_training_only():
-    cls = HEADS["harmofusion"]
-    dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.999},
-                                  lambda batch: dict(batch, speech=torch.randn_like(batch["speech"]),
-                                                     prosody=torch.randn_like(batch["prosody"])))
-    model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.2}), dims, N_CLASSES)
-    torch.manual_seed(0)
-    text, speech = model.hidden_parts(4000, "cpu")
-    assert not (text & speech).any()
-    assert abs(text.float().mean() - 0.3) < 0.03 and abs(speech.float().mean() - 0.2) < 0.03
+def test_speech_dropout_hides_every_frame_in_training_only():
+    _dropped_while_training(HEADS["harmofusion"], ("speech:0.999",),
+                            lambda batch: dict(batch, speech=torch.randn_like(batch["speech"])))
 
 
 def test_cls_dropout_hides_only_the_cls_in_training_only():
     cls = HEADS["harmofusion_mg"]
-    dims = _hidden_while_training(cls, {"text_dropout": 0.0, "speech_dropout": 0.0, "cls_dropout": 0.999},
-                                  lambda batch: dict(batch, cls=torch.randn_like(batch["cls"])))
-    model = cls(cls.make_config("demo", {"text_dropout": 0.3, "speech_dropout": 0.1, "cls_dropout": 0.2}),
-                dims, N_CLASSES)
-    torch.manual_seed(0)
-    text, speech, cls_hidden = model.hidden_parts(4000, "cpu")
-    assert not ((text & speech) | (text & cls_hidden) | (speech & cls_hidden)).any()
-    for mask, share in ((text, 0.3), (speech, 0.1), (cls_hidden, 0.2)):
-        assert abs(mask.float().mean() - share) < 0.03
-    # The words still count for an item whose [CLS] is hidden.
-    model = cls(cls.make_config("demo", {"dropout": 0.0, "text_dropout": 0.0, "speech_dropout": 0.0,
-                                         "cls_dropout": 0.999}), dims, N_CLASSES)
+    dims = _dropped_while_training(cls, ("cls:0.999",), lambda batch: dict(batch, cls=torch.randn_like(batch["cls"])))
+    # The words still count for an item whose [CLS] is dropped.
+    model = cls(cls.make_config("demo", {"dropout": 0.0, "modality_dropout": ("cls:0.999",)}), dims, N_CLASSES)
     batch, _ = _batch(cls, model.config)
     other = dict(batch, words=torch.randn_like(batch["words"]),
                  phoneme_ids=torch.randint_like(batch["phoneme_ids"], 1, 60))
@@ -315,23 +283,16 @@ def test_inputs_follow_the_options():
 @pytest.mark.parametrize("options,message", [
     ({"d": 130}, "multiple of heads"),
     ({"align_epsilon": 1.0}, "align_epsilon"),
-    ({"text_dropout": 0.6, "speech_dropout": 0.5}, "sum to less than 1"),
+    ({"modality_dropout": ("text:0.6", "speech:0.5")}, "must stay below 1"),
+    ({"modality_dropout": ("cls:0.1",)}, "cls"),
     ({"align_weight": -1.0}, "align_weight must be >= 0"),
     ({"prenet_kernel": 4}, "odd"),
     ({"fusion": "sum"}, "fusion"),
     ({"align_weight": 1.0, "speech_stage": "opensmile@egemaps"}, "frame rate"),
-    ({"prosody_stage": "opensmile@egemaps"}, "prosody_stage: opensmile@egemaps has no frame rate"),
 ])
 def test_bad_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         HEADS["harmofusion"].make_config("paper", options)
-
-
-def test_the_multigranular_dropout_shares_sum_to_less_than_one():
-    with pytest.raises(ConfigError, match="and cls_dropout must be >= 0 and sum to less than 1"):
-        HEADS["muse_mg"].make_config("demo", {"cls_dropout": 0.6})
-    with pytest.raises(ConfigError, match="cls_dropout must be >= 0"):
-        HEADS["harmofusion_mg"].make_config("paper", {"cls_dropout": -0.1})
 
 
 def test_bert_only_is_an_alias_listed_once(capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+import typing
 
 import pytest
 import torch
@@ -17,7 +18,6 @@ from test_heads_multilevel import _timed_batch
 from heads.cli import main as heads
 from heads.head import RUNTIME_FIELDS, TrainConfig, source_tables
 from heads.models import load_all
-from heads.models.tsin import ABLATIONS
 
 HEADS = load_all()
 NAMES = sorted(name for name in HEADS if name not in HEADS.aliases)
@@ -93,7 +93,7 @@ def test_tsin_paper_widths_and_unimodal_ablations_without_the_fusion_lstm():
     assert (model.speech_lstm.hidden_size, model.fusion_lstm.hidden_size) == (768, 512)
     assert [conv.kernel_size[0] for conv in model.mec.convs] == [1, 3, 5] and (c.max_frames, c.max_tokens) == (500, 150)
     assert _count(model, torch.nn.LSTM) == 2
-    for ablation in ABLATIONS:
+    for ablation in typing.get_args(typing.get_type_hints(HEADS["tsin"].Config)["ablation"]):
         m, _ = _paper_model("tsin", ablation=ablation)
         unimodal = ablation in ("speech_only", "text_only")
         # The paper's unimodal models are the branch's encoder and the MEC classifier.

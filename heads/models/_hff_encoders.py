@@ -8,7 +8,7 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import frame_ratio, masked_mean, pool_steps, track_at, zero_pad
+from ..layers import masked_mean, zero_pad
 
 
 def _bins(mask, length, dtype):
@@ -57,34 +57,23 @@ class AttentionPool(nn.Module):
 # Only parts that are wanted need parameters of their own.
 
 def check_planes(config, width):
-    """The 2-D speech CNN needs the input steps to be whole planes."""
+    """The 2-D speech CNN needs the input steps to be whole planes (with a
+    frame track, the MFCCs and the track's features joined)."""
     if config.speech_conv == "2d" and width % config.speech_planes:
-        raise ConfigError(f"head hff: speech input width {width} is not {config.speech_planes} planes "
+        track = (f" (the MFCC frames joined with frame_track={config.frame_track}; use speech_conv=1d)"
+                 if config.frame_track else "")
+        raise ConfigError(f"head hff: speech input width {width}{track} is not {config.speech_planes} planes "
                           f"(speech_planes) of equal width")
 
 
-class Encoder(nn.Module):
-    """A modality encoder reads its own input (and mask) from the batch."""
-
-    def reads(self, name) -> tuple:
-        return (name,)
-
-
-class SpeechEncoder(Encoder):
+class SpeechEncoder(nn.Module):
     """The speech CNN: conv + ReLU + max-pool by 2 per layer (`speech_conv`
     1d: MFCCs as channels, kernels over time; 2d: the planes of the MFCC
     matrix as channels, kernels and pooling over time and coefficient); one
-    linear layer maps each pooled step, and the max over steps, to d.
+    linear layer maps each pooled step, and the max over steps, to d."""
 
-    With a prosody track (`prosody_dim` > 0: frame-level descriptors such as
-    F0 and loudness, taken at the MFCC frames' times), a 1-D conv stack of the same
-    depth runs over it beside the CNN, so both reach the same steps and are
-    concatenated before the linear layer. Pitch is what MFCCs keep least of,
-    and what tells an unseen voice's emotion apart when its words do not."""
-
-    def __init__(self, d_in, config, steps, vector, prosody_dim=0):
+    def __init__(self, d_in, config, steps, vector):
         super().__init__()
-        self.frame_pool = config.frame_pool
         self.resample = max_bins if config.speech_bins == "max" else resample_steps
         self.planes = config.speech_planes if config.speech_conv == "2d" else None
         k = config.speech_kernel
@@ -99,32 +88,14 @@ class SpeechEncoder(Encoder):
             out = config.speech_channels[-1] * coefficients
         self.convs = nn.ModuleList(conv(a, b, k, padding=k // 2) for a, b in zip(widths, widths[1:]))
         self.pool = nn.functional.max_pool1d if self.planes is None else nn.functional.max_pool2d
-        self.prosody = None
-        if prosody_dim:
-            p = (prosody_dim,) + (config.prosody_channels,) * len(config.speech_channels)
-            self.prosody = nn.ModuleList(nn.Conv1d(a, b, k, padding=k // 2) for a, b in zip(p, p[1:]))
-            self.ratio = frame_ratio(config.speech_stage, config.prosody_stage, "head hff: prosody_stage")
-            out += config.prosody_channels
         self.fc = nn.Linear(out, config.d)
 
-    def reads(self, name):
-        return (name, "prosody") if self.prosody is not None else (name,)
-
-    def forward(self, x, mask, prosody=None, prosody_mask=None):
-        if self.prosody is not None:
-            # The track's frames at the MFCC frames' times; frames that only one track has are left out.
-            prosody, track_mask = track_at(x.shape[1], self.ratio, prosody, prosody_mask)
-            mask = mask & track_mask
-        x, pooled_mask = pool_steps(x, mask, self.frame_pool)
+    def forward(self, x, mask):
         h = x.transpose(1, 2)                                                   # (B, D, T)
         if self.planes is not None:
             h = h.unflatten(1, (self.planes, -1)).transpose(2, 3)              # (B, P, T, C)
-        h, out_mask = conv_stack(h, pooled_mask, self.convs, self.pool)
+        h, out_mask = conv_stack(h, mask, self.convs, self.pool)
         x = h.transpose(1, 2).flatten(2)                                         # (B, T', width)
-        if self.prosody is not None:
-            q, _ = pool_steps(prosody, mask, self.frame_pool)
-            q, _ = conv_stack(q.transpose(1, 2), pooled_mask, self.prosody, nn.functional.max_pool1d)
-            x = torch.cat([x, q.transpose(1, 2)], -1)
         return self.fc(x), out_mask, self.fc(zero_pad(x, out_mask).max(1).values)
 
 
@@ -140,7 +111,7 @@ def conv_stack(h, mask, convs, pool):
     return h, mask
 
 
-class TextEncoder(Encoder):
+class TextEncoder(nn.Module):
     """Token states mapped to d per token; the vector from [CLS; token mean]."""
     resample = staticmethod(resample_steps)
 
@@ -154,7 +125,7 @@ class TextEncoder(Encoder):
         return (x if self.steps is None else self.steps(x)), mask, vec
 
 
-class VisualEncoder(Encoder):
+class VisualEncoder(nn.Module):
     """Frame embeddings mapped to d; the vector is their masked mean."""
     resample = staticmethod(resample_steps)
 

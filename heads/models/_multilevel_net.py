@@ -11,7 +11,8 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import frame_ratio, pool_steps, regroup, stage_rate, track_at, zero_pad
+from ..data import stage_rate
+from ..layers import regroup, zero_pad
 
 
 class Gate(nn.Module):
@@ -29,12 +30,10 @@ class Gate(nn.Module):
 class Highway(nn.Module):
     """z = H(u)*T(u) + u*(1 - T(u)), H = ReLU(W_H u + b_H), T = sigmoid(W_T u + b_T)."""
 
-    def __init__(self, d, gate_bias=0.0):
+    def __init__(self, d):
         super().__init__()
         self.h = nn.Linear(d, d)
         self.t = nn.Linear(d, d)
-        if gate_bias:       # 0 keeps PyTorch's default (small random) bias, as measured before the option
-            nn.init.constant_(self.t.bias, gate_bias)
 
     def forward(self, u):
         t = torch.sigmoid(self.t(u))
@@ -148,11 +147,11 @@ class MultilevelTransformer(nn.Module):
         if self.use_words:
             width += dims["words"]
         n_highway = c.highway_layers if c.fusion == "highway" else 0
-        self.highway = nn.ModuleList(Highway(width, c.highway_bias) for _ in range(n_highway))
+        self.highway = nn.ModuleList(Highway(width) for _ in range(n_highway))
         self.prenet = EncoderPrenet(width, c.d, c.prenet_kernel, c.dropout)
         self.text_encoder = _encoder_layers(c, c.text_layers)
-        self.ratio = frame_ratio(c.speech_stage, c.prosody_stage, "prosody_stage") if "prosody" in dims else None
-        frame_width = dims["speech"] + dims.get("prosody", 0)
+        # The speech input arrives as the data layer gives it: pooled, with any frame track joined.
+        frame_width = dims["speech"]
         self.dummy = nn.Parameter(0.02 * torch.randn(frame_width))
         self.mel_prenet = nn.Sequential(nn.Linear(frame_width, c.mel_hidden), nn.ReLU(), nn.Dropout(c.dropout),
                                         nn.Linear(c.mel_hidden, c.d), nn.ReLU(), nn.Dropout(c.dropout))
@@ -162,14 +161,10 @@ class MultilevelTransformer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.hop_s = frame_seconds(c) if c.align_weight > 0 else None
 
-    def forward(self, batch, aux, hidden, muted):
-        """`hidden`, `muted` (B,): items whose words, or frames, are all
-        masked (modality dropout); the dummy frame is never masked, so a
-        muted item is read from the text alone."""
+    def forward(self, batch, aux):
         c = self.config
-        t, t_mask = self.encode_text(batch, hidden)
-        speech, s_mask = pool_steps(*self.frames(batch), c.frame_pool)
-        s_mask = s_mask & ~muted.unsqueeze(-1)
+        t, t_mask = self.encode_text(batch)
+        speech, s_mask = batch["speech"], batch["speech_mask"]
         b = speech.shape[0]
         m = torch.cat([self.dummy.expand(b, 1, -1), speech], 1)
         m_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=m.device), s_mask], 1)
@@ -186,24 +181,13 @@ class MultilevelTransformer(nn.Module):
         if c.align_weight > 0:
             target, frames = alignment_target(batch["spans"], batch["spans_mask"], t_mask, m.shape[1],
                                               self.hop_s, c.frame_pool, c.align_epsilon)
-            frames = frames & m_mask & ~hidden.unsqueeze(-1)
-            aux["alignment"] = c.align_weight * alignment_kl(weights, target, frames)
+            aux["alignment"] = c.align_weight * alignment_kl(weights, target, frames & m_mask)
         return m[:, 0]
 
-    def frames(self, batch):
-        """The mel frames, each with the prosody track's frame at its time
-        when there is one (frames only one track has are left out)."""
-        speech, mask = batch["speech"], batch["speech_mask"]
-        if self.ratio is None:
-            return speech, mask
-        track, track_mask = track_at(speech.shape[1], self.ratio, batch["prosody"], batch["prosody_mask"])
-        return torch.cat([speech, track], -1), mask & track_mask
-
-    def encode_text(self, batch, hidden):
+    def encode_text(self, batch):
         """Text encodings (B, N, d) and the word mask; an item with no word
-        (or hidden words) keeps one zero word so its attention stays defined."""
+        keeps one zero word so its attention stays defined."""
         x, mask = self.word_inputs(batch)
-        mask = mask & ~hidden.unsqueeze(-1)
         for layer in self.highway:
             x = layer(x)
         t = self.prenet(x, mask)
@@ -237,7 +221,8 @@ class MultilevelTransformer(nn.Module):
 
 def frame_seconds(config) -> float:
     """Seconds between frames of the speech stage (its frame rate), for the
-    alignment target; ConfigError when the stage has no frame rate."""
+    alignment target (which also counts `frame_pool` stage frames to a step
+    of the speech input); ConfigError when the stage has no frame rate."""
     rate = stage_rate(config.speech_stage)
     if not rate:
         raise ConfigError(f"align_weight needs a speech stage with a frame rate; {config.speech_stage} has none")

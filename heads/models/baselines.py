@@ -21,7 +21,8 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import Head, Input, TrainConfig, masked_softmax, pool_steps, run_lstm
+from ..head import Head, Input, TrainConfig
+from ..layers import masked_softmax, run_lstm
 from . import HEADS
 
 
@@ -103,7 +104,6 @@ class BiLSTMConfig(TrainConfig):
     stage: str = "fbank@tsin"
     array: str = "fbank"
     max_frames: int = 500
-    frame_pool: int = 1             # average k frames before the LSTM
     hidden: int = 128               # per direction
     attention: int = 64             # width of the attention scorer
     dropout: float = 0.3
@@ -121,6 +121,7 @@ class FbankBiLSTM(Head):
     name = "fbank_bilstm"
     description = "BiLSTM + attention pooling on log-mel frames (speech-only baseline)"
     Config = BiLSTMConfig
+    frames = "speech"
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -129,8 +130,8 @@ class FbankBiLSTM(Head):
     @classmethod
     def check(cls, config):
         super().check(config)
-        if min(config.hidden, config.attention, config.max_frames, config.frame_pool) < 1:
-            raise ConfigError("head fbank_bilstm: widths, max_frames and frame_pool must be >= 1")
+        if min(config.hidden, config.attention, config.max_frames) < 1:
+            raise ConfigError("head fbank_bilstm: widths and max_frames must be >= 1")
 
     def __init__(self, config, dims, n_classes):
         super().__init__(config, dims, n_classes)
@@ -141,8 +142,8 @@ class FbankBiLSTM(Head):
         self.fc = nn.Linear(2 * config.hidden, n_classes)
 
     def classify(self, batch):
-        x, mask = pool_steps(batch["speech"], batch["speech_mask"], self.config.frame_pool)
-        h = run_lstm(self.lstm, x, mask)
+        mask = batch["speech_mask"]
+        h = run_lstm(self.lstm, batch["speech"], mask)
         if self.config.pooling == "attention":
             w = masked_softmax(self.score(h).squeeze(-1), mask, dim=1)
         else:

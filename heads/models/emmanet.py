@@ -52,7 +52,8 @@ from torch import nn
 from pipeline.stage import ConfigError
 
 from ..frames import FrameData, Timeline
-from ..head import Head, Input, SelectMetric, TrainConfig, masked_softmax, run_lstm
+from ..head import Head, Input, SelectMetric, TrainConfig
+from ..layers import masked_softmax, run_lstm
 from . import HEADS
 
 FUSIONS = ("attention", "concat", "gating", "additive")
@@ -124,7 +125,7 @@ class EMMANet(Head):
 
     @classmethod
     def open_data(cls, cache, dataset, config, overrides=None):
-        data = FrameData(cache, dataset, cls.inputs(config), config.labelset, cls.timeline(config), overrides)
+        data = FrameData(cache, dataset, cls.declared_inputs(config), config.labelset, cls.timeline(config), overrides)
         report_no_face(data)
         return data
 

@@ -35,8 +35,7 @@ Our choices where the paper is vague (all configurable):
   pooling both axes, so its filters see local patterns across neighbouring
   coefficients rather than one weight per coefficient. The same linear
   layer maps each step of its output (the sequence) and its max over time
-  (f_s) to d. `frame_pool` > 1 averages frames first (shorter, smoother
-  input; only the demo preset uses it).
+  (f_s) to d.
 - Text: the sequence is a linear map of each token state; f_t a linear map
   of [CLS; masked mean of the tokens]. Vision: a linear map of each frame;
   f_v the masked mean of the mapped frames.
@@ -55,13 +54,13 @@ Our choices where the paper is vague (all configurable):
   of s (speech), t (text), v (vision).
 - Inputs are standardised per feature with the training fold's statistics
   (`standardize`); dropout 0.1 on the projected features and in attention.
-- `modality_dropout` (not in the paper, 0 by default; the demo preset uses
-  it): while training, a share of the items loses one of its modalities
-  (weight 0, renormalised), so each modality must carry the task alone.
-- `prosody_stage` (not in the paper, "" by default; the demo preset reads
-  eGeMAPS LLDs): a frame track such as F0 and loudness, taken at the MFCC
-  frames' times by the stages' frame rates, runs through its own 1-D conv
-  stack beside the speech CNN (SpeechEncoder).
+
+The speech input is the head's frame input (`frames = "speech"`): the shared
+options `frame_pool` and `frame_track` (heads/head.py) average its frames and
+join a second frame track (e.g. eGeMAPS LLDs) to each MFCC frame before the
+CNN sees it; the 2-D CNN then needs the joined width to be whole planes
+(`check_dims`). The shared modality dropout (heads/regularize.py) has one
+group per modality (speech, text, visual) in every ablation.
 """
 from __future__ import annotations
 
@@ -73,7 +72,7 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import Head, Input, SelectMetric, TrainConfig, kept_modalities, masked_softmax, track_input
+from ..head import Head, Input, SelectMetric, TrainConfig
 from . import HEADS
 from ._hff_core import CoreEncoder
 from ._hff_encoders import ENCODERS, AttentionPool, check_planes
@@ -95,11 +94,6 @@ class Config(TrainConfig):
     max_frames: int = 1000          # MFCC frames (10 s at the 10 ms hop)
     max_tokens: int = 128
     max_images: int = 64            # sampled video frames
-    frame_pool: int = 1             # average k MFCC frames before the speech CNN (1 = the paper)
-    # optional prosody track read beside the MFCCs ("" = none, the paper), e.g. eGeMAPS LLDs
-    prosody_stage: str = ""
-    prosody_array: str = "lld"
-    prosody_channels: int = 32
     # model
     modalities: str = "stv"         # any non-empty subset of s, t, v
     no_attention: bool = False
@@ -107,7 +101,6 @@ class Config(TrainConfig):
     no_temporal: bool = False
     no_alignment: bool = False
     uncertainty: bool = True        # confidence re-weighting (off with no_dynamic_weighting)
-    modality_dropout: float = 0.0   # training only: share of items that lose one modality (of 2+)
     d: int = 128                    # common width of the projected modalities
     steps: int = 32                 # L: aligned steps per item
     heads: int = 8
@@ -152,6 +145,7 @@ class HFF(Head):
     name = "hff"
     description = "MFCC CNN + BERT + frame CNN, dynamic/uncertainty weights, attention, GRU"
     Config = Config
+    frames = "speech"
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -162,22 +156,25 @@ class HFF(Head):
         for m in modality_letters(config):
             stage, array, cap = sources[MODALITIES[m]]
             out[MODALITIES[m]] = Input(stage, array, "seq", cap)
-        if "speech" in out and config.prosody_stage:
-            out["prosody"] = track_input(config, "head hff: prosody_stage")
         return out
 
     @classmethod
+    def modality_groups(cls, config) -> dict:
+        """Speech, text and visual, whichever `modalities` reads: an ablation
+        without one holds nothing to drop in its group (its items lose nothing),
+        so one modality_dropout setting serves every ablation."""
+        return {name: (name,) for name in MODALITIES.values()}
+
+    @classmethod
     def check(cls, config):
-        super().check(config)
-        letters = config.modalities
+        letters = config.modalities         # first: the shared checks read the inputs it chooses
         if not letters or set(letters) - set(MODALITIES) or len(set(letters)) != len(letters):
             raise ConfigError(f"head hff: modalities={letters!r}: a non-empty subset of "
                               f"{', '.join(MODALITIES)} (s speech, t text, v vision), each once")
+        super().check(config)
         if min(config.d, config.steps, config.heads, config.max_frames, config.max_tokens,
-               config.max_images, config.speech_kernel, config.speech_planes, config.frame_pool,
-               config.prosody_channels, *config.speech_channels) < 1:
-            raise ConfigError("head hff: widths, steps, heads, length caps, kernel, planes, frame_pool and "
-                              "prosody_channels must be >= 1")
+               config.max_images, config.speech_kernel, config.speech_planes, *config.speech_channels) < 1:
+            raise ConfigError("head hff: widths, steps, heads, length caps, kernel and planes must be >= 1")
         if config.layers < 1 or config.ff_mult < 0 or (config.layers > 1 and config.ff_mult < 1):
             raise ConfigError("head hff: layers must be >= 1 and ff_mult >= 0 (>= 1 with more than one layer)")
         if config.d % config.heads:
@@ -186,10 +183,6 @@ class HFF(Head):
             raise ConfigError("head hff: speech_kernel must be odd and speech_channels non-empty")
         if config.confidence_eps <= 0 or config.uncertainty_weight < 0:
             raise ConfigError("head hff: confidence_eps must be > 0 and uncertainty_weight >= 0")
-        if not 0 <= config.modality_dropout < 1:
-            raise ConfigError("head hff: modality_dropout must be in [0, 1)")
-        if config.prosody_stage:
-            track_input(config, "head hff: prosody_stage")      # refuses a track without a frame rate
 
     @classmethod
     def check_dims(cls, config, dims):
@@ -203,10 +196,8 @@ class HFF(Head):
         self.aligned = not c.no_alignment
         # Utterance vectors feed the level-1 weights, and are the tokens when not aligned.
         self.use_vectors = not (self.aligned and c.no_dynamic_weighting)
-        prosody = {"prosody_dim": dims["prosody"]} if "prosody" in dims else {}
-        self.encoders = nn.ModuleDict({
-            name: ENCODERS[name](dims[name], c, self.aligned, self.use_vectors, **(prosody if name == "speech" else {}))
-            for name in self.names})
+        self.encoders = nn.ModuleDict({name: ENCODERS[name](dims[name], c, self.aligned, self.use_vectors)
+                                       for name in self.names})
         self.dropout = nn.Dropout(c.dropout)
         self.dynamic = None if c.no_dynamic_weighting else DynamicWeights(c.d, len(self.names))
         self.use_uncertainty = c.uncertainty and not c.no_dynamic_weighting
@@ -235,8 +226,7 @@ class HFF(Head):
         nothing reads it)."""
         steps, vectors = [], []
         for name in self.names:
-            encoder = self.encoders[name]
-            seq, mask, vec = encoder(*(t for n in encoder.reads(name) for t in (batch[n], batch[f"{n}_mask"])))
+            seq, mask, vec = self.encoders[name](batch[name], batch[f"{name}_mask"])
             if self.use_vectors:
                 vectors.append(self.dropout(vec))
             if self.aligned:
@@ -248,10 +238,8 @@ class HFF(Head):
     def level1(self, steps, vectors):
         """(f0, f1): the dynamically weighted fusion and the uncertainty-aware
         one (mu + noise * sigma while training), both (B, S', d)."""
-        b, m = steps.shape[:2]
-        keep = kept_modalities(b, m, self.config.modality_dropout if self.training else 0.0, steps.device)
-        alpha = (self.dynamic(vectors, keep) if self.dynamic is not None
-                 else keep / keep.sum(-1, keepdim=True))
+        alpha = (self.dynamic(vectors) if self.dynamic is not None
+                 else steps.new_full(steps.shape[:2], 1.0 / steps.shape[1]))
         f0 = combine(alpha, steps, self.aligned)
         self.aux_losses = {}
         if not self.use_uncertainty:
@@ -261,8 +249,7 @@ class HFF(Head):
         weights = uncertainty_weights(alpha, logvar, self.config.confidence_eps)
         mu = combine(weights, steps, self.aligned)
         if self.training:
-            # A dropped modality's token has variance 0, where sqrt has no gradient.
-            sigma = fused_variance(weights, logvar, self.aligned).clamp_min(1e-12).sqrt()
+            sigma = fused_variance(weights, logvar, self.aligned).sqrt()
             mu = mu + torch.randn_like(mu) * sigma
         if self.config.uncertainty_weight > 0:
             self.aux_losses["uncertainty"] = self.config.uncertainty_weight * gaussian_kl(vectors, logvar)
@@ -278,18 +265,14 @@ def modality_letters(config):
 
 class DynamicWeights(nn.Module):
     """alpha = softmax(W_dyn [f_1; ...; f_M] + b): one weight per modality
-    from the concatenated modality vectors (a dropped modality, `keep` 0,
-    gets weight 0 and its vector is not seen)."""
+    from the concatenated modality vectors."""
 
     def __init__(self, d, n_modalities):
         super().__init__()
         self.linear = nn.Linear(d * n_modalities, n_modalities)
 
-    def forward(self, vectors, keep=None):                      # (B, M, d) -> (B, M)
-        if keep is None:
-            return torch.softmax(self.linear(vectors.flatten(1)), dim=-1)
-        scores = self.linear((vectors * keep.unsqueeze(-1)).flatten(1))
-        return masked_softmax(scores, keep > 0, dim=-1)
+    def forward(self, vectors):                                 # (B, M, d) -> (B, M)
+        return torch.softmax(self.linear(vectors.flatten(1)), dim=-1)
 
 
 def confidence(logvar, eps):
@@ -332,6 +315,3 @@ def _variance_head(d, init_logvar):
     head = nn.Linear(d, d)
     nn.init.constant_(head.bias, init_logvar)
     return head
-
-
-# --- alignment and pooling ------------------------------------------------------

@@ -36,32 +36,30 @@ the terms of that paper's total loss: manifests/harmofusion.toml, muse.toml):
   The paper writes KL(A || target); we use the target first (a cross-entropy
   to the target up to a constant), which is finite whatever the attention.
 - `emb_align_weight` (MUSE, multigranular): the squared distance between
-  the projected [CLS] and utterance vectors, over the items whose [CLS] the
-  modality dropout left in place.
+  the projected [CLS] and utterance vectors, averaged over the items.
 
-Our choices where the papers are vague (all configurable): phoneme
+Our choices where the papers are vague (options where named): phoneme
 embedding and CNN width `phoneme_dim` (kernel `phoneme_kernel`, ReLU);
 encoder pre-net kernels `prenet_kernel` with ReLU and dropout and no batch
 norm (its batch statistics would mix padding into real steps); mel pre-net
-hidden width `mel_hidden`; feed-forward width `ff_dim`; the highway
-transform gates' initial bias `highway_bias` (0: PyTorch's default, so
-each layer starts about half transforming, half carrying; negative: near
-carrying); post-norm layers
-(`norm_first`: pre-norm); the dummy frame is a learned vector in the (standardised) filterbank space,
-prepended before the mel pre-net; an item with no words attends to one
-zero word so attention stays defined. The cross-modal attention has no
-attention dropout, so its weights are a distribution for the KL term.
-`frame_pool` > 1 averages frames first, and `text_dropout` hides the text
-of a share of the training items (every word, and the multigranular [CLS]
-input) — modality dropout: the demo corpus's words are easier to fit than
-its prosody, and without it the model leans on them alone. Only the demo
-preset uses these two. `speech_dropout` (0 by default; the demo preset
-uses it) likewise masks every frame but the dummy of a share of the items,
-so their label must come through the text alone. In the multigranular
-model `cls_dropout` (0 by default) hides only the [CLS] input of another
-share, so the fine-grained branch must read those items' words itself
-rather than leave them to the [CLS].
-The multigranular recipe selects on dev weighted F1 (the paper says "F1").
+hidden width `mel_hidden`; feed-forward width `ff_dim`; the highway layers
+keep PyTorch's default initialisation; post-norm layers (`norm_first`:
+pre-norm); the dummy frame is a learned vector in the (standardised)
+filterbank space, prepended before the mel pre-net; an item with no words
+attends to one zero word so attention stays defined. The cross-modal
+attention has no attention dropout, so its weights are a distribution for
+the KL term. The multigranular recipe selects on dev weighted F1 (the paper
+says "F1").
+
+The speech input is the heads' frame input (`frames = "speech"`): the shared
+options `frame_pool` and `frame_track` (heads/head.py) average its frames and
+join a second frame track (e.g. eGeMAPS LLDs) to each of them before the
+model sees it; the alignment target counts `frame_pool` stage frames to a
+step. For the shared modality dropout (heads/regularize.py) the text is one
+group: the words and phoneme ids (and, in the multigranular model, the
+[CLS]); the speech frames another; the multigranular model's [CLS] alone a
+third, so the fine-grained branch can be made to read words the [CLS] would
+otherwise carry.
 """
 from __future__ import annotations
 
@@ -73,7 +71,7 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import Head, Input, SelectMetric, TrainConfig, track_input
+from ..head import Head, Input, SelectMetric, TrainConfig
 from . import HEADS
 from ._multilevel_net import Gate, MultilevelTransformer, frame_seconds
 
@@ -93,15 +91,9 @@ class Config(TrainConfig):
     times_stage: str = "words"      # word spans, read only for the alignment loss
     max_frames: int = 1000          # 12 s at a 12 ms hop
     max_words: int = 100
-    frame_pool: int = 1             # average k frames after reading (1 = the paper)
-    # optional prosody track joined to every mel frame ("" = none, the paper), e.g. eGeMAPS LLDs
-    prosody_stage: str = ""
-    prosody_array: str = "lld"
     # word level
     fusion: Literal["highway", "concat", "phoneme", "word"] = "highway"
     highway_layers: int = 1
-    highway_bias: float = 0.0       # initial transform-gate bias (< 0: each layer starts near carrying
-                                    # its input; 0: PyTorch's default init, a small random bias)
     phoneme_vocab: int = 70         # ids 1..69 cover the phonemes stage with stress; 0 is padding
     phoneme_dim: int = 128
     phoneme_kernel: int = 3
@@ -116,8 +108,6 @@ class Config(TrainConfig):
     fusion_layers: int = 2
     dropout: float = 0.1
     norm_first: bool = False        # pre-norm layers (False: post-norm, as the original transformer)
-    text_dropout: float = 0.0       # training only: share of items whose words are all hidden
-    speech_dropout: float = 0.0     # training only: share of items whose frames are all hidden
     # auxiliary losses (0 = off)
     consistency_weight: float = 0.0
     align_weight: float = 0.0
@@ -144,7 +134,6 @@ class MGConfig(Config):
     proj_dim: int = 128
     gate: bool = False
     emb_align_weight: float = 0.0
-    cls_dropout: float = 0.0        # training only: share of items whose [CLS] alone is hidden
     # the multigranular recipe: early stopping on dev F1
     batch_size: int = 8
     lr: float = 5e-5
@@ -161,12 +150,11 @@ class HarmoFusion(Head):
     name = "harmofusion"
     description = "multilevel transformer: phonemes + words x mel frames, dummy-frame readout"
     Config = Config
+    frames = "speech"
 
     @classmethod
     def inputs(cls, config) -> dict:
         out = {"speech": Input(config.speech_stage, config.speech_array, "seq", config.max_frames)}
-        if config.prosody_stage:
-            out["prosody"] = track_input(config, f"head {cls.name}: prosody_stage")
         if config.fusion != "word":
             # Flat ids of every word's phonemes, cut into words by `lengths` in the head.
             out["phoneme_ids"] = Input(config.phoneme_stage, "ids", "ids")
@@ -176,6 +164,12 @@ class HarmoFusion(Head):
         if config.align_weight > 0:
             out["spans"] = Input(config.times_stage, "spans", "raw", config.max_words)
         return out
+
+    @classmethod
+    def modality_groups(cls, config) -> dict:
+        """The text (words and phoneme ids, whichever are read) and the speech."""
+        text = tuple(n for n in ("words", "phoneme_ids") if n in cls.inputs(config))
+        return {"text": text, "speech": ("speech",)}
 
     @classmethod
     def variant(cls, config) -> str:
@@ -188,8 +182,8 @@ class HarmoFusion(Head):
         super().check(config)
         c = config
         if min(c.d, c.heads, c.ff_dim, c.mel_hidden, c.phoneme_dim, c.phoneme_vocab, c.max_frames,
-               c.max_words, c.frame_pool, c.cross_layers) < 1:
-            raise ConfigError(f"head {cls.name}: widths, length caps, frame_pool and cross_layers must be >= 1")
+               c.max_words, c.cross_layers) < 1:
+            raise ConfigError(f"head {cls.name}: widths, length caps and cross_layers must be >= 1")
         if min(c.text_layers, c.fusion_layers) < 0:
             raise ConfigError(f"head {cls.name}: text_layers and fusion_layers must be >= 0")
         if c.d % c.heads:
@@ -201,16 +195,10 @@ class HarmoFusion(Head):
         for name in ("consistency_weight", "align_weight", "emb_align_weight"):
             if getattr(c, name, 0.0) < 0:
                 raise ConfigError(f"head {cls.name}: {name} must be >= 0")
-        shares = cls.dropout_shares(c)
-        if min(shares) < 0 or sum(shares) >= 1:
-            raise ConfigError(f"head {cls.name}: text_dropout and speech_dropout"
-                              f"{' and cls_dropout' if len(shares) > 2 else ''} must be >= 0 and sum to less than 1")
         if not 0 <= c.align_epsilon < 1:
             raise ConfigError(f"head {cls.name}: align_epsilon must be in [0, 1)")
         if c.align_weight > 0:
             frame_seconds(c)        # the speech stage must have a frame rate
-        if c.prosody_stage:
-            track_input(c, f"head {cls.name}: prosody_stage")   # refuses a track without a frame rate
 
     def __init__(self, config, dims, n_classes):
         super().__init__(config, dims, n_classes)
@@ -223,29 +211,9 @@ class HarmoFusion(Head):
 
     def classify(self, batch):
         self.aux_losses = {}
-        parts = self.hidden_parts(len(batch["id"]), batch["speech"].device)
-        utterance = self.encoder(batch, self.aux_losses, parts[0], parts[1])
-        return self.readout(utterance, batch, parts)
+        return self.readout(self.encoder(batch, self.aux_losses), batch)
 
-    @staticmethod
-    def dropout_shares(config) -> tuple:
-        """The modality-dropout shares: (text, speech)."""
-        return config.text_dropout, config.speech_dropout
-
-    def hidden_parts(self, n, device) -> list:
-        """One (n,) mask per share of `dropout_shares`, True for the items
-        that lose that part this step (training only; the parts are
-        disjoint, so no item loses two)."""
-        shares = self.dropout_shares(self.config)
-        if not self.training or sum(shares) == 0:
-            return [torch.zeros(n, dtype=torch.bool, device=device) for _ in shares]
-        draw, masks, low = torch.rand(n, device=device), [], 0.0
-        for share in shares:
-            masks.append((draw >= low) & (draw < low + share))
-            low += share
-        return masks
-
-    def readout(self, utterance, batch, parts):
+    def readout(self, utterance, batch):
         return self.fc(self.dropout(utterance))
 
 
@@ -279,21 +247,18 @@ class HarmoFusionMG(HarmoFusion):
         self.gate = Gate(c.proj_dim) if c.gate else None
         self.fc = nn.Linear(c.proj_dim if c.gate else 2 * c.proj_dim, n_classes)
 
-    @staticmethod
-    def dropout_shares(config) -> tuple:
-        """(text, speech, cls): text hides the [CLS] input too; cls hides only
-        it, so the fine-grained branch must read those items' words itself."""
-        return config.text_dropout, config.speech_dropout, config.cls_dropout
+    @classmethod
+    def modality_groups(cls, config) -> dict:
+        """The text group holds the [CLS] too; the [CLS] is also a group alone."""
+        groups = super().modality_groups(config)
+        return {**groups, "text": (*groups["text"], "cls"), "cls": ("cls",)}
 
-    def readout(self, utterance, batch, parts):
-        text_hidden, _, cls_hidden = parts
-        seen = ~(text_hidden | cls_hidden)
-        c = self.proj_cls(batch["cls"] * seen.unsqueeze(-1))
+    def readout(self, utterance, batch):
+        c = self.proj_cls(batch["cls"])
         f = self.proj_fine(utterance)
-        if self.config.emb_align_weight > 0 and seen.any():
-            # An item whose [CLS] is hidden has no [CLS] view to agree with.
+        if self.config.emb_align_weight > 0:
             gap = (c - f).pow(2).sum(-1)
-            self.aux_losses["embedding"] = self.config.emb_align_weight * gap[seen].mean()
+            self.aux_losses["embedding"] = self.config.emb_align_weight * gap.mean()
         joint = self.gate(c, f) if self.gate is not None else torch.cat([c, f], -1)
         return self.fc(self.dropout(joint))
 

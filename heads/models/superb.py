@@ -40,7 +40,8 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import Head, Input, TrainConfig, masked_mean, masked_softmax
+from ..head import Head, Input, TrainConfig
+from ..layers import masked_mean, masked_softmax
 from . import HEADS
 
 
@@ -74,6 +75,12 @@ class Superb(Head):
         if config.fusion_stage:
             out["fusion"] = Input(config.fusion_stage, config.fusion_array, "vec")
         return out
+
+    @classmethod
+    def modality_groups(cls, config) -> dict:
+        """The speech states and the late-fusion vector; `layers` (the cached
+        layer count) is no modality."""
+        return {"speech": ("speech",), **({"fusion": ("fusion",)} if config.fusion_stage else {})}
 
     @classmethod
     def check(cls, config):

@@ -17,11 +17,8 @@ Our choices where the paper is vague (all configurable):
   inputs of the usual size whatever the length, multiplied by the number of
   valid positions (mean weight 1).
 - Inputs are standardised per feature with the training fold's statistics
-  (`standardize`; the paper does not say). `frame_pool` > 1 averages frames
-  before the speech LSTM: only the demo preset uses it, to keep CPU runs short.
-- `modality_dropout` (not in the paper, 0 by default): while training, a
-  share of the items loses its speech or its text encoding (zeroed), so that
-  each branch learns to carry the label alone.
+  (`standardize`, a shared training option: docs/training.md; the paper does
+  not say). Its frame input is "speech" (`frame_pool`, `frame_track`).
 - Ablations: `speech_only` and `text_only` are the paper's unimodal models
   (§IV-D 2): that branch's encoder and the MEC classifier, no fusion LSTM;
   the MEC block maps the encoder's d to d' as in the full model. `no_ta`
@@ -39,11 +36,9 @@ from torch import nn
 
 from pipeline.stage import ConfigError
 
-from ..head import (Head, Input, MultiKernel, TrainConfig, kept_modalities, masked_mean, masked_softmax,
-                    pool_steps, run_lstm)
+from ..head import Head, Input, TrainConfig
+from ..layers import masked_mean, masked_softmax, run_lstm, zero_pad
 from . import HEADS
-
-ABLATIONS = ("full", "speech_only", "text_only", "no_ta", "no_si")
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,6 @@ class Config(TrainConfig):
     text_array: str = "tokens"
     max_frames: int = 500
     max_tokens: int = 150
-    frame_pool: int = 1             # average k frames before the speech LSTM (1 = the paper)
     # model
     ablation: Literal["full", "speech_only", "text_only", "no_ta", "no_si"] = "full"
     d: int = 768                    # speech and text embedding width
@@ -64,7 +58,6 @@ class Config(TrainConfig):
     kernels: tuple[int, ...] = (1, 3, 5)
     bidirectional: bool = False
     dropout: float = 0.0
-    modality_dropout: float = 0.0   # training only: share of items that lose their speech or text
     # the paper's recipe
     epochs: int = 80
     batch_size: int = 64
@@ -81,6 +74,7 @@ class TSIN(Head):
     name = "tsin"
     description = "speech LSTM + BERT tokens, temporal alignment, semantic interaction, LSTM fusion"
     Config = Config
+    frames = "speech"
 
     @classmethod
     def inputs(cls, config) -> dict:
@@ -92,17 +86,20 @@ class TSIN(Head):
         return out
 
     @classmethod
+    def modality_groups(cls, config) -> dict:
+        """Speech and text, in every ablation: a unimodal ablation reads one of
+        them, so the other group holds nothing to drop (its items lose nothing)."""
+        return {"speech": ("speech",), "text": ("text",)}
+
+    @classmethod
     def check(cls, config):
         super().check(config)
         if any(k < 1 or k % 2 == 0 for k in config.kernels):
             raise ConfigError(f"head tsin: kernels={config.kernels}: each must be odd and >= 1")
         if config.bidirectional and (config.d % 2 or config.d_fusion % 2):
             raise ConfigError("head tsin: bidirectional LSTMs need even d and d_fusion")
-        if min(config.d, config.d_fusion, config.si_dim, config.max_frames, config.max_tokens,
-               config.frame_pool) < 1:
+        if min(config.d, config.d_fusion, config.si_dim, config.max_frames, config.max_tokens) < 1:
             raise ConfigError("head tsin: widths and length caps must be >= 1")
-        if not 0 <= config.modality_dropout < 1:
-            raise ConfigError("head tsin: modality_dropout must be in [0, 1)")
 
     def __init__(self, config, dims, n_classes):
         super().__init__(config, dims, n_classes)
@@ -133,8 +130,8 @@ class TSIN(Head):
     def fuse_input(self, batch):
         """The sequence the fusion LSTM reads and its mask, per ablation."""
         if self.use_speech:
-            speech, s_mask = pool_steps(batch["speech"], batch["speech_mask"], self.config.frame_pool)
-            s = run_lstm(self.speech_lstm, speech, s_mask)
+            s_mask = batch["speech_mask"]
+            s = run_lstm(self.speech_lstm, batch["speech"], s_mask)
         if self.use_text:
             t_mask = batch["text_mask"]
             t = self.text_block(batch["text"], t_mask)
@@ -142,8 +139,6 @@ class TSIN(Head):
             return s, s_mask
         if not self.use_speech:
             return t, t_mask
-        if self.training and self.config.modality_dropout > 0:
-            s, t = self.blank(s, t)
         if self.config.ablation == "no_ta":
             u = masked_mean(s, s_mask).unsqueeze(1).expand_as(t)
         else:
@@ -151,12 +146,6 @@ class TSIN(Head):
         if self.config.ablation != "no_si":
             u, t = self.si(u, t, t_mask)
         return torch.cat([u, t], -1), t_mask
-
-    def blank(self, s, t):
-        """Speech and text encodings with the dropped modality of some items
-        zeroed: without text the alignment averages all frames evenly."""
-        keep = kept_modalities(s.shape[0], 2, self.config.modality_dropout, s.device)
-        return s * keep[:, 0, None, None], t * keep[:, 1, None, None]
 
 
 def _lstm(d_in, d_out, bidirectional):
@@ -195,3 +184,18 @@ class SemanticInteraction(nn.Module):
         w_t = masked_softmax(w_t, mask, dim=1) * count
         w_s = masked_softmax(w_s, mask, dim=1) * count
         return u * w_s.unsqueeze(-1), t * w_t.unsqueeze(-1)
+
+
+class MultiKernel(nn.Module):
+    """Three Conv1d branches (kernels 1, 3, 5 by default) over a sequence,
+    combined by an element-wise max across the branches (TSIN's multi-kernel
+    block). Padded steps are zeroed before the convolutions and after."""
+
+    def __init__(self, d_in, d_out, kernels=(1, 3, 5)):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(d_in, d_out, k, padding=k // 2) for k in kernels)
+
+    def forward(self, x, mask):
+        x = zero_pad(x, mask).transpose(1, 2)                      # (B, D, N)
+        branches = torch.stack([conv(x) for conv in self.convs])  # (K, B, D', N)
+        return zero_pad(branches.max(0).values.transpose(1, 2), mask)
