@@ -130,14 +130,15 @@ class Data:
         shard, row = src.locations[item_id]
         return self.reader.array(shard, row, array, src.keys[item_id], cap or None)
 
-    def steps(self, item_id, inp):
+    def steps(self, item_id, inp, pooled=True):
         """An input's features for one item, as the head reads them: its
-        capped array, with its track joined, pooled (see `join_track`, `pool`)."""
+        capped array, with its track joined, pooled (see `join_track`, `pool`;
+        `pooled=False`: the steps before pooling)."""
         x = _as_features(self.read(item_id, inp, inp.array, inp.cap), inp.kind)
         if inp.track is not None:
             track = _as_features(self.read(item_id, inp.track, inp.track.array, inp.track.cap), "seq")
             x = join_track(x, track, frame_ratio(inp.stage, inp.track.stage, "frame_track"))
-        return pool(x, inp.pool) if inp.kind != "vec" else x
+        return pool(x, inp.pool) if pooled and inp.kind != "vec" else x
 
     def times(self, item_id, inp, array):
         src = self.sources[inp.stage]
@@ -160,10 +161,17 @@ class CachedDataset(Dataset):
         return [self.data.labels[i] for i in self.ids]
 
     def __getitem__(self, i):
+        return self.example(i)
+
+    def unpooled(self, i) -> dict:
+        """Example i with its steps before pooling (what statistics are taken over)."""
+        return self.example(i, pooled=False)
+
+    def example(self, i, pooled=True) -> dict:
         item_id = self.ids[i]
         out = {"id": item_id, "label": self.data.labels[item_id]}
         for name, inp in self.data.inputs.items():
-            out[name] = self.data.steps(item_id, inp)
+            out[name] = self.data.steps(item_id, inp, pooled)
         return apply_speaker_stats(self.data, item_id, out)
 
 

@@ -74,11 +74,15 @@ def fit_fold(model, cls, config, train_set):
 def input_stats(dataset) -> dict:
     """input name -> (mean, std) per feature over every valid step of every
     example of `dataset` (for a fold: its training part only, so test
-    statistics do not leak into the model). Only feature inputs have statistics."""
+    statistics do not leak into the model). Only feature inputs have
+    statistics. They are taken over the steps before pooling (`frame_pool`):
+    a pooled step standardised with them is the mean of its standardised
+    steps, whatever the pooling."""
     sums, sqs, counts = {}, {}, {}
     features = {name for name, inp in dataset.data.inputs.items() if inp.is_feature}
+    read = getattr(dataset, "unpooled", dataset.__getitem__)     # per-frame windows are never pooled
     for i in range(len(dataset)):
-        for name, x in dataset[i].items():
+        for name, x in read(i).items():
             if name not in features:
                 continue
             x = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])

@@ -193,6 +193,11 @@ def test_pooling_averages_steps_after_the_track_and_masks_pooled_steps(tracked):
         x = joined.subset([ex["id"]])[0]["speech"][:7]
         expected = np.stack([x[k:k + 3].mean(0) for k in range(0, len(x), 3)])
         assert np.allclose(ex["speech"], expected, atol=1e-6)      # the last pooled step: the steps left
+    # Statistics are taken over the steps before pooling: a pooled step standardised
+    # with them is the mean of its standardised steps.
+    mean, std = input_stats(pooled.subset(pooled.ids))["speech"]
+    steps = np.concatenate([joined.subset([e["id"]])[0]["speech"][:7] for e in examples])
+    assert np.allclose(mean, steps.mean(0), atol=1e-4) and np.allclose(std, steps.std(0), atol=1e-4)
     batch = collate(examples)
     assert batch["speech_mask"].sum(1).tolist() == [-(-min(len(joined.subset([e["id"]])[0]["speech"]), 7) // 3)
                                                     for e in examples]
