@@ -20,17 +20,13 @@ from pipeline.options import add_manifests_option
 from pipeline.registry import UnknownName
 from pipeline.stage import ConfigError
 
-from .inputs import check_inputs, extract_command, other_configurations, preset_dev
+from .inputs import StagesMissing, check_cache, check_inputs, preset_dev
 from .models import load_all
 from .protocols import DEV_CHOICES, PROTOCOLS, LeakageError, ProtocolError
 
 
 class UsageError(Exception):
     """A bad command line: reported before any work."""
-
-
-class StagesMissing(Exception):
-    """The cache lacks (up-to-date) outputs the head needs."""
 
 
 def main(argv=None):
@@ -77,6 +73,30 @@ def _parser():
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="head option")
     c.set_defaults(func=cmd_config)
 
+    _train_command(sub, default_cache_dir)
+
+    e = sub.add_parser("evaluate", help="score a run's checkpoints on an extracted corpus")
+    e.add_argument("run")
+    e.add_argument("--cache", default=default_cache_dir())
+    e.add_argument("--dataset", help="dataset in the cache (default: the only one)")
+    e.add_argument("--part", choices=["test", "all"],
+                   help="test: each fold's own test items (same dataset only); all: every item "
+                        "(default: test on the run's dataset, all elsewhere)")
+    e.add_argument("--device")
+    e.set_defaults(func=cmd_evaluate)
+
+    _predict_command(sub, default_cache_dir)
+
+    r = sub.add_parser("report", help="table of runs side by side, with the papers' numbers")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--json", action="store_true", help="the report as JSON (runs, papers, comparability)")
+    r.set_defaults(func=cmd_report)
+    add_manifests_option(sub)
+    add_debug_option(sub)
+    return p
+
+
+def _train_command(sub, default_cache_dir):
     t = sub.add_parser("train", help="train a head with an evaluation protocol")
     t.add_argument("--model", required=True, help="head name (see `heads list`)")
     t.add_argument("--cache", default=default_cache_dir())
@@ -103,26 +123,6 @@ def _parser():
                                  "the same command with an existing --out continues that run")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
-
-    e = sub.add_parser("evaluate", help="score a run's checkpoints on an extracted corpus")
-    e.add_argument("run")
-    e.add_argument("--cache", default=default_cache_dir())
-    e.add_argument("--dataset", help="dataset in the cache (default: the only one)")
-    e.add_argument("--part", choices=["test", "all"],
-                   help="test: each fold's own test items (same dataset only); all: every item "
-                        "(default: test on the run's dataset, all elsewhere)")
-    e.add_argument("--device")
-    e.set_defaults(func=cmd_evaluate)
-
-    _predict_command(sub, default_cache_dir)
-
-    r = sub.add_parser("report", help="table of runs side by side, with the papers' numbers")
-    r.add_argument("runs", nargs="+")
-    r.add_argument("--json", action="store_true", help="the report as JSON (runs, papers, comparability)")
-    r.set_defaults(func=cmd_report)
-    add_manifests_option(sub)
-    add_debug_option(sub)
-    return p
 
 
 # --- list -------------------------------------------------------------------
@@ -206,53 +206,6 @@ def head_config(cls, preset, config_file, pairs):
     return cls.make_config(preset, head), preset_stage_options(preset, stages)
 
 
-def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None, preset=None) -> dict:
-    """Raise StagesMissing with the exact extract command (for the run's
-    `preset`) when any stage the head reads (with the stage overrides
-    `stages`) is missing or stale for some item of its label set; with
-    `allow_missing`, return those items instead (id -> why)."""
-    needed = cls.stages(config)
-    statuses = {label: cache.status(label, dataset, stages) for label in needed}
-    wanted = {it.id for it in cache.items(dataset) if in_labelset(it, config.labelset)}
-    lacking, problems = missing_features(statuses, wanted)
-    if not problems or allow_missing:
-        return lacking
-    command = extract_command(cache, dataset, cls, needed, stages, preset)
-    found = other_configurations(cache, [label for label in needed if statuses[label]["missing"]], stages)
-    raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
-                        f"{config.labelset} ({'; '.join(problems)}).{found}\n"
-                        f"run:\n  {command}\n(or train without them: heads train ... --allow-missing)")
-
-
-# Why an item lacks a stage output, by its state in `Cache.status`. An infrastructure
-# fault (out of memory, a lost worker) records nothing, so its items read as never extracted.
-LACKING = {"missing": "missing (never extracted, or stopped by an infrastructure fault)",
-           "stale": "stale (extracted from inputs that have changed since)"}
-
-
-def missing_features(statuses, wanted) -> tuple:
-    """({item id: why}, one line per stage and reason) for the `wanted` items
-    that lack an output, from per-stage statuses (label -> Cache.status).
-    Items whose extraction failed (a recorded bad input) are not lacking:
-    the data drops and lists them."""
-    lacking, problems = {}, []
-    for label, status in statuses.items():
-        for state, why in LACKING.items():
-            ids = [i for i in status[state] if i in wanted]
-            lacking.update({i: f"{label}: {why}" for i in ids if i not in lacking})
-            if ids:
-                problems.append(f"{label}: {len(ids)} item(s) {why}")
-    return lacking, problems
-
-
-def in_labelset(item, labelset) -> bool:
-    """Whether the label set keeps the item (per-frame labels: always; the head picks frames)."""
-    from pipeline import labels
-    if isinstance(item.labels.get(labels.label_key(item.corpus, labelset)), (list, tuple)):
-        return True
-    return labels.apply(item, labelset) is not None
-
-
 def _without_missing(cache, dataset, cls, config, allow_missing, stages, preset) -> tuple:
     """(the cache to train from, {item id: why} of the items left out):
     refuses lacking features unless allow_missing, which names each item."""
@@ -291,6 +244,18 @@ def _folds(args, data, options) -> tuple:
     return folds, leakage
 
 
+def _check_train_args(args):
+    """The command line's own mistakes, before any work (exit 2)."""
+    from .train import device_of
+    if args.protocol:
+        PROTOCOLS.get_or_fail(args.protocol)
+    if args.seeds < 1:
+        raise UsageError("--seeds must be >= 1")
+    if args.precision == "fp16" and device_of(args.device).type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
+                         "use bf16 or fp32 on CPU")
+
+
 def cmd_train(args):
     from pipeline.api import Cache
     from .metrics import aggregate
@@ -301,13 +266,7 @@ def cmd_train(args):
     from .train import device_of, run_folds
 
     cls = load_all().get_or_fail(args.model)
-    if args.protocol:
-        PROTOCOLS.get_or_fail(args.protocol)
-    if args.seeds < 1:
-        raise UsageError("--seeds must be >= 1")
-    if args.precision == "fp16" and device_of(args.device).type != "cuda":
-        raise UsageError("--precision fp16 needs a CUDA device (CPU kernels lack fp16 for some layers); "
-                         "use bf16 or fp32 on CPU")
+    _check_train_args(args)
     config, stages = head_config(cls, args.preset, args.config, args.set)
     args.dev = args.dev or preset_dev(cls, args.preset)
     check_inputs(cls, args.preset, config, stages)      # before any work: exit 2

@@ -1,5 +1,5 @@
-"""What a head reads, seen from the cache: the inputs a preset requires, and
-the other configurations of a stage the cache holds when the one a run
+"""What a head reads, seen from the cache: the inputs a preset requires,
+whether the cache holds them for every item (`check_cache`), and the other configurations of a stage the cache holds when the one a run
 resolved is not there (with the flags that select each)."""
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import json
 import shlex
 
 from pipeline.stage import ConfigError
+
+
+class StagesMissing(Exception):
+    """The cache lacks (up-to-date) outputs the head needs."""
 
 
 def check_inputs(cls, preset, config, stages):
@@ -70,3 +74,50 @@ def _others(cache, label, stages) -> list:
         if config_id != spec.config_id and flags:
             lines.append(f"{other}: {' '.join(flags)}")
     return lines
+
+
+def check_cache(cache, dataset, cls, config, allow_missing=False, stages=None, preset=None) -> dict:
+    """Raise StagesMissing with the exact extract command (for the run's
+    `preset`) when any stage the head reads (with the stage overrides
+    `stages`) is missing or stale for some item of its label set; with
+    `allow_missing`, return those items instead (id -> why)."""
+    needed = cls.stages(config)
+    statuses = {label: cache.status(label, dataset, stages) for label in needed}
+    wanted = {it.id for it in cache.items(dataset) if in_labelset(it, config.labelset)}
+    lacking, problems = missing_features(statuses, wanted)
+    if not problems or allow_missing:
+        return lacking
+    command = extract_command(cache, dataset, cls, needed, stages, preset)
+    found = other_configurations(cache, [label for label in needed if statuses[label]["missing"]], stages)
+    raise StagesMissing(f"the cache lacks features {cls.name} needs for {len(lacking)} item(s) of label set "
+                        f"{config.labelset} ({'; '.join(problems)}).{found}\n"
+                        f"run:\n  {command}\n(or train without them: heads train ... --allow-missing)")
+
+
+# Why an item lacks a stage output, by its state in `Cache.status`. An infrastructure
+# fault (out of memory, a lost worker) records nothing, so its items read as never extracted.
+LACKING = {"missing": "missing (never extracted, or stopped by an infrastructure fault)",
+           "stale": "stale (extracted from inputs that have changed since)"}
+
+
+def missing_features(statuses, wanted) -> tuple:
+    """({item id: why}, one line per stage and reason) for the `wanted` items
+    that lack an output, from per-stage statuses (label -> Cache.status).
+    Items whose extraction failed (a recorded bad input) are not lacking:
+    the data drops and lists them."""
+    lacking, problems = {}, []
+    for label, status in statuses.items():
+        for state, why in LACKING.items():
+            ids = [i for i in status[state] if i in wanted]
+            lacking.update({i: f"{label}: {why}" for i in ids if i not in lacking})
+            if ids:
+                problems.append(f"{label}: {len(ids)} item(s) {why}")
+    return lacking, problems
+
+
+def in_labelset(item, labelset) -> bool:
+    """Whether the label set keeps the item (per-frame labels: always; the head picks frames)."""
+    from pipeline import labels
+    if isinstance(item.labels.get(labels.label_key(item.corpus, labelset)), (list, tuple)):
+        return True
+    return labels.apply(item, labelset) is not None
