@@ -1,8 +1,9 @@
 """Each head's `paper` preset is its paper (MODELS.md): the structure it
 builds (layers, heads, feed-forward widths counted on the model), each
 auxiliary term of the paper's total loss present and non-zero and no other,
-every Config field with a source (`heads config`), and the papers' rows in
-manifests/papers.toml on the protocols the papers state."""
+the source tables naming only real heads and fields (that every Config field
+has one: tests/test_contract_heads.py), `heads config` printing them, and the
+papers' rows in manifests/papers.toml on the protocols the papers state."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,6 @@ from heads.models import load_all
 
 HEADS = load_all()
 NAMES = sorted(name for name in HEADS if name not in HEADS.aliases)
-# A paper section ("§4.1: ...", or "001 §4.2: ..." where one table serves two papers), or a choice with its reason.
-SOURCE = re.compile(r"^((\d{3} )?§[^:]+: .{3,}|choice: .{8,})$")
 
 
 def _paper_model(name, **values):
@@ -113,22 +112,6 @@ def test_emmanet_paper_streams_and_both_auxiliary_terms():
 
 
 # --- sources --------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", NAMES)
-def test_every_config_field_is_paper_sourced_a_choice_or_runtime(name):
-    cls = HEADS[name]
-    sources = cls.sources()
-    lacking, malformed = [], []
-    for f in dataclasses.fields(cls.Config):
-        if f.name in RUNTIME_FIELDS:
-            continue
-        if f.name not in sources:
-            lacking.append(f.name)
-        elif not SOURCE.match(sources[f.name]):
-            malformed.append(f"{f.name}: {sources[f.name]!r}")
-    assert not lacking, f"{name}: fields without a source: {lacking}"
-    assert not malformed, f"{name}: sources neither a paper section nor 'choice: <why>': {malformed}"
-
 
 def test_source_tables_name_only_real_heads_and_fields():
     tables = source_tables()
