@@ -5,8 +5,10 @@ input name declared inputs; its `paper` and `demo` presets resolve and
 extract exactly the stages the head reads with them; every Config field is
 sourced (a paper section or a choice) or a runtime field; a bad option
 (its own or a shared one) stops `heads train` with exit 2 before anything is
-written; and every variant runs forward, loss and backward on a batch of the
-demo preset's sizes with the shared training options switched on.
+written; every variant runs forward, loss and backward on a batch of the
+demo preset's sizes with the shared training options switched on; and
+`heads evaluate` of a trained run reproduces its test metrics (training and
+evaluation standardise alike).
 
 The per-head modules (test_heads_*.py) check each model against its paper;
 this module checks what every head owes the training layer. A new head
@@ -184,3 +186,75 @@ def test_every_variant_runs_forward_loss_and_backward_with_the_shared_options(na
     torch.manual_seed(0)
     check_forward_backward(cls, _with_tricks(cls, _config(cls, variant)))
 
+
+
+# --- training and `heads evaluate` standardise alike ----------------------------------
+
+def _reads_items_of_features(cls):
+    """Heads whose demo preset reads feature arrays one example per item: a
+    synthetic cache of their declared inputs serves them. Left out: the
+    multilevel heads (phoneme ids that must fit their words) and EMMA-Net
+    (windows cut from video timelines); tests/test_heads_multilevel.py and
+    test_heads_emmanet.py train and evaluate those on their own caches."""
+    from heads.head import Head
+    inputs = cls.declared_inputs(cls.make_config("demo")).values()
+    return all(i.is_feature for i in inputs) and cls.open_data.__func__ is Head.open_data.__func__
+
+
+EVALUATED = [name for name in NAMES if _reads_items_of_features(HEADS[name])]
+
+
+def _fake_arrays(cls, config, width=4) -> dict:
+    """{stage spec: {array: (kind, width)}} of every input the head declares, tracks included."""
+    arrays = {}
+
+    def add(inp):
+        arrays.setdefault(inp.stage, {})[inp.array] = ("vec" if inp.kind == "vec" else "seq", width)
+        if inp.track:
+            add(inp.track)
+    for inp in cls.declared_inputs(config).values():
+        add(inp)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def ssl_model(tmp_path_factory):
+    from tests.ssl_models import tiny_encoder
+    return tiny_encoder(tmp_path_factory.mktemp("ssl-model") / "wavlm", "wavlm", feat_extract_norm="layer",
+                        do_stable_layer_norm=True)
+
+
+@pytest.mark.parametrize("name", EVALUATED)
+def test_evaluate_on_the_test_parts_reproduces_the_runs_metrics(name, request, tmp_path, capsys):
+    """A one-epoch demo run (speaker standardisation, pooled frames, modality
+    dropout where the preset sets them), then `heads evaluate` of its
+    checkpoints on the same test parts: the same metrics, fold by fold."""
+    import json
+
+    from heads_fake import fake_items, write_fake_cache
+    cls = HEADS[name]
+    config = cls.make_config("demo")
+    sets = {"ssl": {"model": str(request.getfixturevalue("ssl_model"))}} if "ssl" in cls.stages(config) else {}
+    write_fake_cache(tmp_path / "cache", fake_items(sessions=2, per_speaker=6), _fake_arrays(cls, config),
+                     overrides=preset_stage_options("demo", sets))
+    stage_sets = [a for stage, opts in sets.items() for k, v in opts.items() for a in ("--set", f"{stage}.{k}={v}")]
+    run = tmp_path / "run"
+    assert heads(["train", "--model", name, "--cache", str(tmp_path / "cache"), "--preset", "demo",
+                  "--set", "epochs=1", *stage_sets, "--protocol", "session", "--out", str(run), "--quiet"]) == 0, \
+        capsys.readouterr().err
+    assert heads(["evaluate", str(run), "--cache", str(tmp_path / "cache")]) == 0, capsys.readouterr().err
+    trained = json.loads((run / "results.json").read_text())["runs"]
+    evaluated = json.loads((run / "evaluate-iemocap-test.json").read_text())["runs"]
+    assert len(trained) == len(evaluated) == 2
+    for t, e in zip(trained, evaluated):
+        assert (t["seed"], t["fold"]) == (e["seed"], e["fold"])
+        assert _flat(e["metrics"]) == pytest.approx(_flat(t["metrics"]), abs=1e-6), t["fold"]
+
+
+def _flat(value, path="") -> dict:
+    """{path: number} of a nested JSON value (metrics hold per-class tables)."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{path}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{path}/{i}").items()}
+    return {path: value}
