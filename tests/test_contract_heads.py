@@ -174,8 +174,7 @@ def _with_tricks(cls, config):
     groups = sorted(cls.modality_groups(config))
     shares = tuple(f"{g}:{0.9 / len(groups):.4f}" for g in groups)
     pool = {"frame_pool": 2} if cls.frames else {}
-    values = {**dataclasses.asdict(config), "modality_dropout": shares, "standardize": "speaker", **pool}
-    tricks = cls.Config(**values)
+    tricks = dataclasses.replace(config, modality_dropout=shares, standardize="speaker", **pool)
     cls.check(tricks)
     return tricks
 
