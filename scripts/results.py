@@ -9,7 +9,8 @@ folder and the commands that made it behind it:
     python scripts/results.py snapshot --runs DIR/runs --label after > docs/results/after.json
         what `heads report --json` says of each run, with its commands and
         the code's commit (a snapshot is data: the table is rebuilt from it)
-    python scripts/results.py write docs/results/before.json docs/results/after.json > docs/results.md
+    python scripts/results.py write docs/results/before.json docs/results/after.json \
+        --notes docs/results/notes.md > docs/results.md
 
 The demo corpora are smoke tests, not benchmarks: the table shows that a
 change kept every head training as before, not how good a head is.
@@ -124,7 +125,9 @@ def cmd_write(args) -> int:
         runs = [s["runs"].get(name) for s in snaps]
         metric = next(r["metric"] for r in runs if r).upper().replace("MF1_ALL", "mean F1 (8 classes)")
         lines.append("| " + " | ".join([name, metric] + [_cell(r, 0) for r in runs] + [_cell(runs[-1])]) + " |")
-    print(TEMPLATE.format(table="\n".join(lines), commands=_commands(snaps[-1]), sources=" ".join(args.snapshots)))
+    notes = Path(args.notes).read_text().strip() if args.notes else ""
+    sources = " ".join(args.snapshots) + (f" --notes {args.notes}" if args.notes else "")
+    print(TEMPLATE.format(table="\n".join(lines), commands=_commands(snaps[-1]), sources=sources, notes=notes))
     return 0
 
 
@@ -151,6 +154,8 @@ with a paper's (`heads report` says why for each run).
 
 {table}
 
+{notes}
+
 The commands behind the last column:
 
 {commands}
@@ -170,6 +175,7 @@ def main(argv=None) -> int:
     s.add_argument("--commit", help="the code's commit (default: this checkout's)")
     w = sub.add_parser("write", help="docs/results.md from snapshots, oldest first")
     w.add_argument("snapshots", nargs="+")
+    w.add_argument("--notes", help="a Markdown file put under the table (what moved a figure, and why)")
     args = p.parse_args(argv)
     unknown = sorted(set(getattr(args, "names", None) or ()) - set(RUNS))
     if unknown:
