@@ -150,12 +150,13 @@ class HFF(Head):
     # The demo preset (to move to the manifests): narrower, a constant learning
     # rate (no dev part for a plateau schedule to follow), per-speaker
     # statistics, the eGeMAPS LLDs joined to the MFCC frames (so the 1-D CNN:
-    # the joined frames are not whole planes), the mean of the last weights,
+    # the joined frames are not whole planes; wider channels, as it keeps no
+    # map per coefficient as the 2-D CNN does), the mean of the last weights,
     # and modality dropout so that no modality is left unused.
     presets = {
         "paper": {},
         "demo": {"layers": 1, "ff_mult": 0, "uncertainty_weight": 1e-3,
-                 "d": 64, "speech_conv": "1d", "speech_channels": (32, 64), "speech_kernel": 3,
+                 "d": 64, "speech_conv": "1d", "speech_channels": (64, 128), "speech_kernel": 3,
                  "epochs": 80, "batch_size": 16, "lr": 3e-4, "schedule": "none", "average_last": 20,
                  "max_frames": 600, "standardize": "speaker", "visual_stage": "frames@hff_demo",
                  "frame_track": "opensmile@egemaps_lld:lld", "frame_pool": 4,
