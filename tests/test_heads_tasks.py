@@ -121,8 +121,7 @@ def test_the_task_sets_the_loss_for_every_head():
     """Head.loss is the task's loss plus the head's own auxiliary terms (HFF's uncertainty KL)."""
     from heads.models import load_all
     hff = load_all()["hff"]
-    # The demo's modality dropout names the visual group, which speech + text leaves out.
-    config = hff.make_config("demo", {"modalities": "st", "modality_dropout": []})
+    config = hff.make_config("demo", {"modalities": "st"})
     torch.manual_seed(0)
     model = hff(config, {"speech": 6, "text": 6}, 1)
     model.task = tasks.Regression((-3, 3))
