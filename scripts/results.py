@@ -21,6 +21,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # name -> what it trains: every head's demo preset on its demo corpus.
@@ -63,12 +64,24 @@ def cmd_run(args) -> int:
         (out / "runs").mkdir(parents=True, exist_ok=True)
         (out / "runs" / f"{name}.commands.json").write_text(json.dumps(cmds, indent=1))
         for cmd in cmds:
-            if subprocess.run(cmd).returncode != 0:
+            if _run_waiting(cmd) != 0:
                 failed.append(name)
                 break
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_waiting(cmd, tries=60, wait_s=30) -> int:
+    """Run `cmd`; while another extraction holds the cache (runs of this
+    script side by side share caches), wait and try again."""
+    for _ in range(tries):
+        done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+        sys.stderr.write(done.stderr)
+        if "another `pipeline extract` is running" not in done.stderr:
+            return done.returncode
+        time.sleep(wait_s)
+    return done.returncode
 
 
 def _commit() -> str:
