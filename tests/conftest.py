@@ -32,3 +32,13 @@ def demo_truth(demo_root):
     """What the generator wrote into demo_root: per item code, cue, speaker,
     words with times, text; per dialog the video's face intervals; counts."""
     return json.loads((demo_root / TRUTH_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def fbank_only(tmp_path_factory):
+    """A fake cache of 20 IEMOCAP-like items with small fbank@tsin and mfcc outputs only."""
+    from tests.heads_fake import fake_items, write_fake_cache
+    d = tmp_path_factory.mktemp("fbank_only")
+    write_fake_cache(d, fake_items(sessions=5, per_speaker=4), {"fbank@tsin": {"fbank": ("seq", 6)},
+                                                              "mfcc": {"mfcc": ("seq", 4)}})
+    return d

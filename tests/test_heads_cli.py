@@ -4,17 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from heads_fake import fake_items, write_fake_cache
 
 from heads.cli import main
-
-
-@pytest.fixture(scope="module")
-def fbank_only(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fbank_only")
-    write_fake_cache(d, fake_items(sessions=5, per_speaker=4), {"fbank@tsin": {"fbank": ("seq", 6)},
-                                                              "mfcc": {"mfcc": ("seq", 4)}})
-    return d
 
 
 def test_missing_stage_prints_the_extract_command(fbank_only, capsys, tmp_path):

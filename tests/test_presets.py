@@ -10,7 +10,6 @@ import re
 import shutil
 
 import pytest
-from heads_fake import fake_items, write_fake_cache
 
 from heads.cli import main as heads
 from heads.inputs import preset_dev
@@ -45,14 +44,6 @@ def user_manifests(tmp_path):
         return folder
     yield use
     use_manifest_dirs([])
-
-
-@pytest.fixture(scope="module")
-def fbank_only(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fbank_only")
-    write_fake_cache(d, fake_items(sessions=5, per_speaker=4), {"fbank@tsin": {"fbank": ("seq", 6)},
-                                                              "mfcc": {"mfcc": ("seq", 4)}})
-    return d
 
 
 def test_paper_presets_set_the_papers_loss_terms_and_emmanets_dev_part():
