@@ -31,7 +31,8 @@ RUNS = {name: {"head": name, "dataset": "iemocap", "protocol": "session"}
 RUNS["emmanet"] = {"head": "emmanet", "dataset": "affwild2", "protocol": "official"}
 
 # dataset -> (demo layout folder, the metric the table shows: the papers' headline)
-CORPORA = {"iemocap": ("IEMOCAP_full_release", "ua"), "affwild2": ("Aff-Wild2", "mf1_all")}
+CORPORA = {"iemocap": ("IEMOCAP_full_release", "ua"), "affwild2": ("Aff-Wild2", "mf1_all"),
+           "mosei": ("CMU_MOSEI", "mae"), "meld": ("MELD.Raw", "wf1")}
 
 
 def tool(name) -> str:
@@ -39,14 +40,26 @@ def tool(name) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def demo_root(out: Path, dataset) -> Path:
+    """The full demo corpus of `dataset` under out/corpora (written the first time)."""
+    root = out / "corpora" / CORPORA[dataset][0]
+    if not root.exists():
+        subprocess.run([tool("pipeline"), "demo-corpus", "--layout", dataset, "--out", str(root), "--size", "full"],
+                       check=True)
+    return root
+
+
 def commands(name, run, out: Path, seeds: int) -> list:
-    folder, _ = CORPORA[run["dataset"]]
-    root, cache = out / "corpora" / folder, out / f"cache-{run['dataset']}"
+    """The run's extract and train command lines (`run`: head, dataset,
+    protocol, and optional extra train `args`); the folder layout under `out`
+    that the acceptance table (tests/test_acceptance.py) shares."""
+    root, cache = out / "corpora" / CORPORA[run["dataset"]][0], out / f"cache-{run['dataset']}"
     return [
         [tool("pipeline"), "extract", "--dataset", run["dataset"], "--root", str(root), "--cache", str(cache),
          "--for", run["head"], "--preset", "demo", "--quiet"],
         [tool("heads"), "train", "--model", run["head"], "--cache", str(cache), "--protocol", run["protocol"],
-         "--preset", "demo", "--seeds", str(seeds), "--out", str(out / "runs" / name), "--quiet"],
+         "--preset", "demo", "--seeds", str(seeds), "--out", str(out / "runs" / name), "--quiet",
+         *run.get("args", ())],
     ]
 
 
@@ -55,11 +68,7 @@ def cmd_run(args) -> int:
     failed = []
     for name in args.names or list(RUNS):
         run = RUNS[name]
-        folder, _ = CORPORA[run["dataset"]]
-        root = out / "corpora" / folder
-        if not root.exists():
-            subprocess.run([tool("pipeline"), "demo-corpus", "--layout", run["dataset"], "--out", str(root),
-                            "--size", "full"], check=True)
+        demo_root(out, run["dataset"])
         cmds = commands(name, run, out, args.seeds)
         (out / "runs").mkdir(parents=True, exist_ok=True)
         (out / "runs" / f"{name}.commands.json").write_text(json.dumps(cmds, indent=1))

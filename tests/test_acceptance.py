@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import operator
 import os
-from dataclasses import dataclass, field
+import runpy
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,8 @@ import pytest
 from heads.cli import main as heads
 from pipeline.cli import main as pipeline
 
-# dataset -> the demo corpus's folder (the layout's own name)
-FOLDERS = {"iemocap": "IEMOCAP_full_release", "affwild2": "Aff-Wild2", "mosei": "CMU_MOSEI", "meld": "MELD.Raw"}
+# The folder layout (corpora, caches, run folders) is scripts/results.py's, so both reuse each other's runs.
+RESULTS = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "results.py"))
 OPS = {">=": operator.ge, "<=": operator.le}
 
 
@@ -81,24 +82,14 @@ def workdir(tmp_path_factory):
     return Path(kept) if kept else tmp_path_factory.mktemp("acceptance")
 
 
-def _cache(workdir, dataset, head) -> Path:
-    root = workdir / "corpora" / FOLDERS[dataset]
-    if not root.exists():
-        assert pipeline(["demo-corpus", "--layout", dataset, "--out", str(root), "--size", "full"]) == 0
-    cache = workdir / f"cache-{dataset}"
-    assert pipeline(["extract", "--dataset", dataset, "--root", str(root), "--cache", str(cache),
-                     "--for", head, "--preset", "demo", "--quiet"]) == 0
-    return cache
-
-
 def _run(workdir, row) -> dict:
     """The row's results.json (trained now, or the folds kept from before)."""
-    out = workdir / "runs" / row.name
-    rc = heads(["train", "--model", row.head, "--cache", str(_cache(workdir, row.dataset, row.head)),
-                "--protocol", row.protocol, "--preset", "demo", "--seeds", str(row.seeds), "--out", str(out),
-                "--quiet", *row.args])
+    RESULTS["demo_root"](workdir, row.dataset)
+    extract, train = RESULTS["commands"](row.name, asdict(row), workdir, row.seeds)
+    assert pipeline(extract[1:]) == 0, f"{row.name}: {' '.join(extract[1:])} failed"
+    rc = heads(train[1:])
     assert rc == 0, f"{row.name}: heads train exited {rc}"
-    return json.loads((out / "results.json").read_text())
+    return json.loads((workdir / "runs" / row.name / "results.json").read_text())
 
 
 @pytest.mark.acceptance
