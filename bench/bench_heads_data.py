@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from heads.models import load_all  # noqa: E402
 from heads.train import loader, seed_everything  # noqa: E402
 from pipeline.api import Cache  # noqa: E402
+from pipeline.presets import preset_stage_options  # noqa: E402
 
 
 def main(argv=None):
@@ -42,7 +43,8 @@ def main(argv=None):
     cache = Cache(args.cache)
     dataset = args.dataset or cache.dataset(None)
     t = time.perf_counter()
-    data = cls.open_data(cache, dataset, config)
+    # The preset's stage options (the demo's MiniLM) select the extraction read, as on `heads train`.
+    data = cls.open_data(cache, dataset, config, preset_stage_options(args.preset))
     print(f"{args.model} inputs on {dataset}: {len(data.ids)} items; "
           f"open {time.perf_counter() - t:.2f} s")
     items = data.subset(data.ids)
